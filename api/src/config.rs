@@ -1,0 +1,352 @@
+//! Layered configuration: built-in defaults, an optional TOML file with
+//! per-profile tables, and the environment.
+//!
+//! Every key is documented on its field below and in the README's
+//! configuration table; `.env.example` lists the environment variables.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The configuration compiled into the binary (the lowest layer).
+const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+/// File read when `APP_CONFIG_FILE` is not set; missing is fine.
+const DEFAULT_CONFIG_FILE: &str = "App.toml";
+
+/// Everything the service can be told from outside.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The active profile, from `APP_PROFILE`; not a configuration key.
+    #[serde(skip, default)]
+    pub profile: Profile,
+    /// The HTTP listener and request handling.
+    pub server: ServerSettings,
+    /// The PostgreSQL connection pool and migrations.
+    pub database: DatabaseSettings,
+    /// Log output.
+    pub log: LogSettings,
+    /// Cross-origin requests from browsers.
+    pub cors: CorsSettings,
+}
+
+/// `server.*` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on. Elastic Beanstalk's nginx proxies to 127.0.0.1.
+    pub host: IpAddr,
+    /// Port to listen on; `PORT` (set by Elastic Beanstalk) also sets it.
+    pub port: u16,
+    /// Longest a request may take, body upload included, before a 408.
+    pub request_timeout_secs: u64,
+    /// After SIGTERM or Ctrl-C, how long in-flight requests may run on.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `database.*` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/db`; `DATABASE_URL` also sets it.
+    pub url: Option<SecretString>,
+    /// Most connections this instance opens. Across the fleet, instances ×
+    /// this must stay below the server's `max_connections` (about 80 on a
+    /// `db.t4g.micro`), with room left for migrations and administration.
+    pub max_connections: u32,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// Longest a request waits for a connection before answering 503; keeps
+    /// requests from hanging while the database is unreachable.
+    pub acquire_timeout_secs: u64,
+    /// Whether `serve` applies pending migrations before listening.
+    pub migrate_on_start: bool,
+}
+
+/// `log.*` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` (one object per line) for log shippers.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info,sqlx=warn`; `RUST_LOG` beats it.
+    pub filter: String,
+}
+
+/// `cors.*` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to call the API from a browser, e.g.
+    /// `["https://example.com"]`. Empty (the default) turns CORS off.
+    pub allowed_origins: Vec<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A named set of defaults, chosen with `APP_PROFILE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// A developer's machine (the default).
+    #[default]
+    Local,
+    /// The test suite.
+    Test,
+    /// A shared development environment.
+    Dev,
+    /// Production.
+    Prod,
+}
+
+impl Profile {
+    const ALL: [Profile; 4] = [Profile::Local, Profile::Test, Profile::Dev, Profile::Prod];
+
+    /// The profile's name, as written in `APP_PROFILE` and TOML tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Test => "test",
+            Profile::Dev => "dev",
+            Profile::Prod => "prod",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Profile {
+    type Err = ConfigError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Profile::ALL
+            .into_iter()
+            .find(|profile| profile.name() == name)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "APP_PROFILE={name:?} is not a profile: use one of local, test, dev, prod"
+                ))
+            })
+    }
+}
+
+/// A setting that is missing, malformed or out of range. The message names
+/// the key and where its value came from.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Reads the configuration from the process environment and files.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let profile = match std::env::var("APP_PROFILE") {
+            Ok(name) => name.parse()?,
+            Err(_) => Profile::default(),
+        };
+        let file = std::env::var_os("APP_CONFIG_FILE").map(PathBuf::from);
+        Settings::from_figment(profile, Settings::figment(file))
+    }
+
+    /// The layers, lowest first, before a profile is selected.
+    pub fn figment(file: Option<PathBuf>) -> Figment {
+        let file = file.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        Figment::new()
+            .merge(Toml::string(DEFAULTS).nested())
+            .merge(Toml::file(file).nested())
+            // Environment values are global: they beat every profile table.
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into())
+                    .global(),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["PORT"])
+                    .map(|_| "server.port".into())
+                    .global(),
+            )
+            .merge(
+                Env::prefixed("APP_")
+                    .ignore(&["PROFILE", "CONFIG_FILE"])
+                    .split("__")
+                    .global(),
+            )
+    }
+
+    /// Extracts and checks the settings of `profile` from `figment`.
+    pub fn from_figment(profile: Profile, figment: Figment) -> Result<Settings, ConfigError> {
+        let figment = figment.select(profile.name());
+        let mut settings: Settings = figment.extract().map_err(|errors| {
+            let lines: Vec<String> = errors.into_iter().map(|error| error.to_string()).collect();
+            ConfigError(lines.join("; "))
+        })?;
+        settings.profile = profile;
+        settings.check(&figment)?;
+        Ok(settings)
+    }
+
+    /// Range checks that types alone cannot express.
+    fn check(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let refuse = |key: &str, rule: &str| {
+            let source = figment
+                .find_metadata(key)
+                .map_or_else(|| "unknown source".to_owned(), |meta| meta.name.to_string());
+            Err(ConfigError(format!("{key} {rule} (set in {source})")))
+        };
+        let database = &self.database;
+        if database.max_connections == 0 {
+            return refuse("database.max_connections", "must be at least 1");
+        }
+        if database.min_connections > database.max_connections {
+            return refuse(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            );
+        }
+        if database.acquire_timeout_secs == 0 {
+            return refuse("database.acquire_timeout_secs", "must be at least 1");
+        }
+        if self.server.request_timeout_secs == 0 {
+            return refuse("server.request_timeout_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl DatabaseSettings {
+    /// The connection acquire timeout as a duration.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn load_in(jail: &Jail, profile: Profile) -> Result<Settings, ConfigError> {
+        let file = jail.directory().join("App.toml");
+        Settings::from_figment(profile, Settings::figment(Some(file)))
+    }
+
+    #[test]
+    fn built_in_defaults_need_no_file_or_environment() {
+        Jail::expect_with(|jail| {
+            let settings = load_in(jail, Profile::Local).expect("defaults load");
+            assert_eq!(settings.server.port, 5000);
+            assert!(settings.database.migrate_on_start);
+            assert_eq!(settings.log.format, LogFormat::Pretty);
+            assert!(settings.database.url.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_prod_profile_logs_json_and_does_not_migrate_on_start() {
+        Jail::expect_with(|jail| {
+            let settings = load_in(jail, Profile::Prod).expect("defaults load");
+            assert_eq!(settings.log.format, LogFormat::Json);
+            assert!(!settings.database.migrate_on_start);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_beats_profile_tables_and_conventional_variables() {
+        Jail::expect_with(|jail| {
+            jail.create_file("App.toml", "[prod.server]\nport = 7000\n")?;
+            jail.set_env("PORT", "6000");
+            let settings = load_in(jail, Profile::Prod).expect("loads");
+            assert_eq!(settings.server.port, 6000, "PORT beats the profile table");
+            jail.set_env("APP_SERVER__PORT", "6500");
+            let settings = load_in(jail, Profile::Prod).expect("loads");
+            assert_eq!(settings.server.port, 6500, "APP_ beats PORT");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_url_is_read_and_never_shown_by_debug() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://app:hunter2@db:5432/app");
+            let settings = load_in(jail, Profile::Local).expect("loads");
+            let url = settings.database.url.as_ref().expect("url set");
+            assert_eq!(url.expose_secret(), "postgres://app:hunter2@db:5432/app");
+            assert!(!format!("{settings:?}").contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_malformed_value_names_its_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.set_env("APP_SERVER__PORT", "eighty");
+            let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+            assert!(message.contains("server.port"), "{message}");
+            assert!(message.contains("APP_"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("APP_DATABASE__MAX_CONECTIONS", "5");
+            let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+            assert!(message.contains("max_conections"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_out_of_range_value_names_its_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.create_file("App.toml", "[default.database]\nmax_connections = 0\n")?;
+            let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+            assert!(message.contains("database.max_connections must be at least 1"), "{message}");
+            assert!(message.contains("App.toml"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_profile_is_refused_with_the_choices() {
+        let message = "staging".parse::<Profile>().unwrap_err().to_string();
+        assert!(message.contains("local, test, dev, prod"), "{message}");
+    }
+}

@@ -1,0 +1,11 @@
+//! The notes and greetings API: configuration, routes, database access and
+//! serving, behind a thin `main`.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

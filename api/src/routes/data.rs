@@ -1,0 +1,206 @@
+//! `/data`: store an entry and list the newest ones.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::{DataList, DataRecord, FieldError, ListLimit, NewData, NewDataRequest, Problem, TextError};
+use serde_json::{Map, Value};
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Largest accepted `POST /data` body, in bytes.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// Query parameters of `GET /data`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DataQuery {
+    /// How many of the most recently stored entries to return.
+    #[param(minimum = 1, maximum = 100, default = 10)]
+    pub n: Option<u32>,
+}
+
+/// Stores an entry.
+#[utoipa::path(
+    post,
+    path = "/data",
+    tag = "data",
+    request_body(content = NewDataRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored; `Location` names the new entry", body = DataRecord,
+            headers(("Location" = String, description = "Path of the stored entry"))),
+        (status = 400, description = "The body is not a JSON object or not valid UTF-8", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not declared as `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Fields missing, unknown or breaking the rules; `errors` lists each", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_data(
+    State(state): State<AppState>,
+    EntryBody(entry): EntryBody,
+) -> Result<Response, ApiError> {
+    let record = sqlx::query_as!(
+        DataRecord,
+        "INSERT INTO data (notes, greeting) VALUES ($1, $2)
+         RETURNING id, notes, greeting, created_at",
+        entry.notes(),
+        entry.greeting(),
+    )
+    .fetch_one(&state.pool)
+    .await?;
+    let location = HeaderValue::from_str(&format!("/data/{}", record.id))
+        .expect("a path made of digits is a valid header value");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(record)).into_response())
+}
+
+/// Lists the most recently stored entries, newest first.
+#[utoipa::path(
+    get,
+    path = "/data",
+    tag = "data",
+    params(DataQuery),
+    responses(
+        (status = 200, description = "The newest entries, newest first", body = DataList),
+        (status = 400, description = "`n` is not an integer from 1 to 100, or given twice", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_data(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DataList>, ApiError> {
+    let limit = parse_limit(query.as_deref().unwrap_or_default())?;
+    let items = sqlx::query_as!(
+        DataRecord,
+        "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT $1",
+        i64::from(limit.get()),
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(DataList { items }))
+}
+
+/// Reads `n` from a raw query string. Other parameters are ignored, but `n`
+/// given twice is refused rather than guessed at.
+fn parse_limit(query: &str) -> Result<ListLimit, ApiError> {
+    let refuse = |message: String| {
+        ApiError::InvalidQuery(vec![FieldError {
+            field: "n".to_owned(),
+            message,
+        }])
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|_| refuse("the query string is not valid URL encoding".to_owned()))?;
+    let mut values = pairs.into_iter().filter(|(key, _)| key == "n").map(|(_, value)| value);
+    let Some(value) = values.next() else {
+        return Ok(ListLimit::default());
+    };
+    if values.next().is_some() {
+        return Err(refuse("must be given at most once".to_owned()));
+    }
+    ListLimit::parse(&value).map_err(|error| refuse(error.to_string()))
+}
+
+/// The body of `POST /data`, checked: declared as JSON, within the size
+/// limit, valid JSON, an object with exactly the two fields, each valid.
+#[derive(Debug)]
+pub struct EntryBody(pub NewData);
+
+impl<S: Send + Sync> FromRequest<S> for EntryBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit: BODY_LIMIT }
+            } else {
+                ApiError::MalformedBody("the request body could not be read".to_owned())
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|error| ApiError::MalformedBody(format!("the body is not valid JSON: {error}")))?;
+        let Value::Object(object) = value else {
+            return Err(ApiError::MalformedBody("the body must be a JSON object".to_owned()));
+        };
+        parse_entry(object).map(EntryBody).map_err(ApiError::InvalidFields)
+    }
+}
+
+/// Validates the members of a JSON object as an entry, listing every problem.
+fn parse_entry(mut object: Map<String, Value>) -> Result<NewData, Vec<FieldError>> {
+    let mut take = |name: &str| match object.remove(name) {
+        None => Err(TextError::Missing),
+        Some(Value::String(text)) => Ok(text),
+        Some(_) => Err(TextError::NotAString),
+    };
+    let notes = take("notes");
+    let greeting = take("greeting");
+    let unknown: Vec<FieldError> = object
+        .keys()
+        .map(|name| FieldError {
+            field: name.clone(),
+            message: "is not a known field".to_owned(),
+        })
+        .collect();
+    match NewData::parse(notes, greeting) {
+        Ok(entry) if unknown.is_empty() => Ok(entry),
+        Ok(_) => Err(unknown),
+        Err(mut errors) => {
+            errors.extend(unknown);
+            Err(errors)
+        }
+    }
+}
+
+/// Whether the request declares a JSON body (`application/json`, or
+/// `application/<anything>+json`, with any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(Ok(value)) = headers.get(header::CONTENT_TYPE).map(HeaderValue::to_str) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_headers(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).expect("valid"));
+        headers
+    }
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        for accepted in ["application/json", "Application/JSON; charset=utf-8", "application/merge-patch+json"] {
+            assert!(is_json(&json_headers(accepted)), "{accepted}");
+        }
+        for refused in ["text/plain", "application/jsonx", "multipart/form-data", "json"] {
+            assert!(!is_json(&json_headers(refused)), "{refused}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_limit_defaults_and_ignores_other_parameters() {
+        assert_eq!(parse_limit("").map(ListLimit::get).ok(), Some(10));
+        assert_eq!(parse_limit("x=1&n=3").map(ListLimit::get).ok(), Some(3));
+        assert!(parse_limit("n=3&n=3").is_err());
+        assert!(parse_limit("n=").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Building the router, binding the listener, serving and shutting down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::{CorsSettings, Settings};
+use crate::routes::{data, health};
+use crate::{db, error, openapi, telemetry};
+
+/// Header carrying the request id.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The PostgreSQL connection pool.
+    pub pool: PgPool,
+    /// The configuration the service started with.
+    pub settings: Arc<Settings>,
+}
+
+/// The API's routes with their OpenAPI annotations.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(data::create_data, data::list_data))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+}
+
+/// The complete application: API, documentation and middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let docs = SwaggerUi::new("/docs").url("/openapi.json", openapi::document());
+    let cors = cors_layer(&state.settings.cors);
+    let timeout = state.settings.server.request_timeout();
+    api.merge(docs)
+        .layer(DefaultBodyLimit::max(data::BODY_LIMIT))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(telemetry::log_request))
+                .layer(middleware::from_fn(error::problem_for_bare_errors))
+                .option_layer(cors)
+                .layer(CatchPanicLayer::new())
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
+        )
+}
+
+/// CORS is off (no headers, browsers refuse cross-origin calls) unless
+/// origins are listed in `cors.allowed_origins`.
+fn cors_layer(settings: &CorsSettings) -> Option<CorsLayer> {
+    if settings.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = settings
+        .allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE, REQUEST_ID])
+            .expose_headers([header::LOCATION, REQUEST_ID])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
+/// A bound, ready-to-serve instance of the service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects the pool, migrates when configured to, and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let options = db::connect_options(&settings.database)?;
+        let pool = db::pool(&settings.database, options);
+        if settings.database.migrate_on_start {
+            db::migrate(&pool).await?;
+        }
+        let address = SocketAddr::new(settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
+        let grace = settings.server.shutdown_grace();
+        let state = AppState {
+            pool,
+            settings: Arc::new(settings),
+        };
+        Ok(Application {
+            listener,
+            router: router(state),
+            grace,
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests
+    /// finish for at most the grace period.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(grace_secs = self.grace.as_secs(), "shutting down: finishing in-flight requests");
+            let _ = stopping.send(true);
+        };
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let deadline = async move {
+            // Only reached once the signal has fired; then the grace clock runs.
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(self.grace).await;
+        };
+        tokio::select! {
+            served = server => served.context("the HTTP server failed")?,
+            () = deadline => tracing::warn!("grace period over: exiting with requests still in flight"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what Elastic Beanstalk sends on deploys).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,150 @@
+//! Project tasks behind one entry point: `cargo xtask <task>`.
+//!
+//! Each task installs or starts what it needs and, when something cannot be
+//! installed from here (PostgreSQL server binaries), says exactly what to
+//! install.
+
+mod postgres;
+mod sqlx_data;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::postgres::Cluster;
+
+/// Project tasks: run the app, run every test, regenerate committed files.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the app on http://127.0.0.1:5000. Without DATABASE_URL, starts a
+    /// private PostgreSQL (data kept in target/postgres/local) first.
+    Run,
+    /// Run every test. Without DATABASE_URL, starts a throwaway PostgreSQL.
+    Test,
+    /// Rewrite openapi.json from the code.
+    Openapi,
+    /// Rewrite .sqlx/ (the query metadata that lets builds skip the database).
+    SqlxPrepare,
+}
+
+fn main() -> std::process::ExitCode {
+    match Cli::parse().task.run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Task {
+    fn run(self) -> anyhow::Result<()> {
+        // A Ctrl-C reaches the child processes too; xtask itself stays to
+        // stop its PostgreSQL and clean up.
+        ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
+        if let Err(error) = dotenvy::dotenv()
+            && !error.not_found()
+        {
+            return Err(error).context("reading .env failed");
+        }
+        match self {
+            Task::Run => run_app(),
+            Task::Test => test(),
+            Task::Openapi => openapi(),
+            Task::SqlxPrepare => sqlx_data::prepare(),
+        }
+    }
+}
+
+fn run_app() -> anyhow::Result<()> {
+    let mut serve = cargo();
+    serve.args(["run", "--package", "api", "--", "serve"]);
+    let cluster = match std::env::var_os("DATABASE_URL") {
+        Some(_) => None,
+        None => Some(Cluster::local()?),
+    };
+    if let Some(cluster) = &cluster {
+        serve.env("DATABASE_URL", cluster.url("postgres"));
+    }
+    status("building and starting the api on http://127.0.0.1:5000 (Ctrl-C stops it)");
+    let served = run(&mut serve);
+    if let Some(cluster) = cluster.filter(Cluster::started_here) {
+        status("stopping the local PostgreSQL");
+        cluster.stop()?;
+    }
+    served
+}
+
+fn test() -> anyhow::Result<()> {
+    // An own throwaway cluster serves the tests unless DATABASE_URL names
+    // another server; the .sqlx/ check always uses an own one.
+    let given_url = std::env::var("DATABASE_URL").ok();
+    let cluster = Cluster::throwaway("test")?;
+    let database_url = given_url.unwrap_or_else(|| cluster.url("postgres"));
+    step("checking that .sqlx/ matches the queries");
+    sqlx_data::check(&cluster)?;
+    step("running the workspace's tests");
+    run(cargo()
+        .args(["test", "--workspace", "--locked"])
+        .env("DATABASE_URL", &database_url))?;
+    Ok(())
+}
+
+fn openapi() -> anyhow::Result<()> {
+    let output = cargo()
+        .args(["run", "--quiet", "--package", "api", "--", "openapi"])
+        .output()
+        .context("running `api openapi`")?;
+    if !output.status.success() {
+        bail!("`api openapi` failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let path = project_root().join("openapi.json");
+    std::fs::write(&path, &output.stdout).with_context(|| format!("writing {}", path.display()))?;
+    status(&format!("wrote {}", path.display()));
+    Ok(())
+}
+
+/// The repository root (the parent of this crate).
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
+}
+
+/// `cargo`, as the one that runs us, in the repository root.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(project_root());
+    command
+}
+
+/// Runs a command to completion; a non-zero exit is an error naming it.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let exit = command
+        .status()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
+    if !exit.success() {
+        bail!("{:?} {:?} failed ({exit})", command.get_program(), command.get_args().collect::<Vec<_>>());
+    }
+    Ok(())
+}
+
+/// A progress line for the person at the terminal.
+fn status(message: &str) {
+    eprintln!("xtask: {message}");
+}
+
+/// The start of a named step in a long task.
+fn step(message: &str) {
+    eprintln!("\nxtask: ==> {message}");
+}

@@ -1,0 +1,279 @@
+//! A private PostgreSQL cluster started from the server binaries on the
+//! machine: persistent for `cargo xtask run`, throwaway for tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::{project_root, run, status};
+
+/// Port of the persistent cluster behind `cargo xtask run`; away from 5432
+/// so it never meets a system PostgreSQL.
+pub const LOCAL_PORT: u16 = 54320;
+
+/// What to tell someone whose machine lacks the server binaries.
+const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found. \
+     Install them (Debian/Ubuntu: `sudo apt-get install postgresql`; Fedora: `sudo dnf install \
+     postgresql-server`; macOS: `brew install postgresql@15`), or point PG_BIN_DIR at the folder \
+     holding them, or set DATABASE_URL to a database you already run.";
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Folder with `initdb`, `pg_ctl` and `psql`.
+    bin: PathBuf,
+    /// The data directory (also holds the socket and the server log).
+    dir: PathBuf,
+    /// TCP port on 127.0.0.1.
+    port: u16,
+    /// Unprivileged user that runs the server when we are root.
+    run_as: Option<&'static str>,
+    /// Stop and delete the cluster when dropped.
+    throwaway: bool,
+    /// This process started the server (it was not already running).
+    started: bool,
+}
+
+impl Cluster {
+    /// Starts (creating it first if needed) the persistent cluster in
+    /// `target/postgres/local`, or reuses it when it is already running.
+    pub fn local() -> anyhow::Result<Cluster> {
+        Cluster::start("local", LOCAL_PORT, false, &[])
+    }
+
+    /// Starts a fresh cluster on a free port, tuned for speed over
+    /// durability; it is stopped and deleted when dropped.
+    pub fn throwaway(name: &str) -> anyhow::Result<Cluster> {
+        let port = free_port()?;
+        let dir_name = format!("{name}-{}", std::process::id());
+        let tuning = [
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=300",
+        ];
+        Cluster::start(&dir_name, port, true, &tuning)
+    }
+
+    fn start(name: &str, port: u16, throwaway: bool, settings: &[&str]) -> anyhow::Result<Cluster> {
+        let bin = find_bin_dir()?;
+        let run_as = if is_root()? { Some("postgres") } else { None };
+        let dir = data_dir(name, run_as)?;
+        let mut cluster = Cluster {
+            bin,
+            dir,
+            port,
+            run_as,
+            throwaway,
+            started: false,
+        };
+        if throwaway && cluster.dir.exists() {
+            std::fs::remove_dir_all(&cluster.dir)
+                .with_context(|| format!("removing stale {}", cluster.dir.display()))?;
+        }
+        if !cluster.dir.join("PG_VERSION").exists() {
+            cluster.init()?;
+        }
+        if cluster.is_running() {
+            status(&format!("PostgreSQL already running in {}", cluster.dir.display()));
+            return Ok(cluster);
+        }
+        let mut options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            cluster.dir.display()
+        );
+        for setting in settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
+        let log = cluster.dir.join("server.log");
+        status(&format!(
+            "starting PostgreSQL on 127.0.0.1:{port} (data in {}, log in {})",
+            cluster.dir.display(),
+            log.display()
+        ));
+        let started = cluster
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&cluster.dir)
+            .arg("-l")
+            .arg(&log)
+            .args(["-s", "-w", "-t", "60", "-o", &options, "start"])
+            .status()
+            .context("running pg_ctl start")?;
+        if !started.success() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "PostgreSQL did not start (is port {port} taken?). Last lines of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+        cluster.started = true;
+        Ok(cluster)
+    }
+
+    /// `postgres://` URL of a database in this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Whether this process started the server (rather than reusing one).
+    pub fn started_here(&self) -> bool {
+        self.started
+    }
+
+    /// Runs SQL with `psql` as the superuser, stopping at the first error.
+    pub fn psql(&self, database: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
+            .env("PGOPTIONS", "-c client_min_messages=warning")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url(database)])
+            .args(args);
+        run(&mut command)
+    }
+
+    /// Stops the server, waiting for it to exit.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let stopped = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .context("running pg_ctl stop")?;
+        if !stopped.status.success() {
+            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&stopped.stderr));
+        }
+        Ok(())
+    }
+
+    fn init(&self) -> anyhow::Result<()> {
+        status(&format!("creating a PostgreSQL cluster in {}", self.dir.display()));
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        if let Some(user) = self.run_as {
+            run(Command::new("chown").arg(format!("{user}:")).arg(&self.dir))?;
+        }
+        let output = self
+            .pg_command("initdb")
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .output()
+            .context("running initdb")?;
+        if !output.status.success() {
+            bail!("initdb failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(())
+    }
+
+    fn is_running(&self) -> bool {
+        self.pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("status")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    }
+
+    /// A server program, run as the unprivileged user when we are root
+    /// (PostgreSQL refuses to run as root).
+    fn pg_command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        match self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.throwaway {
+            return;
+        }
+        if let Err(error) = self.stop() {
+            eprintln!("warning: {error:#}");
+        }
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("warning: could not remove {}: {error}", self.dir.display());
+        }
+    }
+}
+
+/// Finds the server binaries: `PG_BIN_DIR`, then Debian's versioned folders
+/// (newest first), then `pg_config --bindir`, then `PATH`.
+fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+        bail!("PG_BIN_DIR={} holds no initdb and pg_ctl. {INSTALL_HINT}", dir.display());
+    }
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_server(dir))
+        .collect();
+    debian.sort();
+    if let Some((_, dir)) = debian.pop() {
+        return Ok(dir);
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|dir| has_server(dir)))
+        .context(INSTALL_HINT)
+}
+
+/// Where a cluster's data lives: under `target/postgres/`, unless we are
+/// root and the server's user cannot reach that folder, then under the
+/// system's temporary folder.
+fn data_dir(name: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
+    let parent = project_root().join("target/postgres");
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let Some(user) = run_as else {
+        return Ok(parent.join(name));
+    };
+    let reachable = Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(&parent)
+        .status()
+        .is_ok_and(|status| status.success());
+    if reachable {
+        Ok(parent.join(name))
+    } else {
+        Ok(std::env::temp_dir().join(format!("notes-api-postgres-{name}")))
+    }
+}
+
+fn is_root() -> anyhow::Result<bool> {
+    let output = Command::new("id").arg("-u").output().context("running id -u")?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
