@@ -55,7 +55,9 @@ impl Cli {
                 telemetry::init(&settings.log)?;
                 let profile = settings.profile;
                 let application = Application::build(settings).await?;
-                let address = application.local_addr().context("the listener has no address")?;
+                let address = application
+                    .local_addr()
+                    .context("the listener has no address")?;
                 tracing::info!(%profile, "listening on http://{address}");
                 application.run_until(shutdown_signal()).await
             }

@@ -197,7 +197,21 @@ impl Settings {
     pub fn from_figment(profile: Profile, figment: Figment) -> Result<Settings, ConfigError> {
         let figment = figment.select(profile.name());
         let mut settings: Settings = figment.extract().map_err(|errors| {
-            let lines: Vec<String> = errors.into_iter().map(|error| error.to_string()).collect();
+            let lines: Vec<String> = errors
+                .into_iter()
+                .map(|error| {
+                    let key = error.path.join(".");
+                    let source = error.metadata.as_ref().map_or_else(
+                        || "unknown source".to_owned(),
+                        |meta| describe_source(meta, &key),
+                    );
+                    if key.is_empty() {
+                        format!("{} (set in {source})", error.kind)
+                    } else {
+                        format!("{key}: {} (set in {source})", error.kind)
+                    }
+                })
+                .collect();
             ConfigError(lines.join("; "))
         })?;
         settings.profile = profile;
@@ -208,9 +222,10 @@ impl Settings {
     /// Range checks that types alone cannot express.
     fn check(&self, figment: &Figment) -> Result<(), ConfigError> {
         let refuse = |key: &str, rule: &str| {
-            let source = figment
-                .find_metadata(key)
-                .map_or_else(|| "unknown source".to_owned(), |meta| meta.name.to_string());
+            let source = figment.find_metadata(key).map_or_else(
+                || "unknown source".to_owned(),
+                |meta| describe_source(meta, key),
+            );
             Err(ConfigError(format!("{key} {rule} (set in {source})")))
         };
         let database = &self.database;
@@ -233,6 +248,28 @@ impl Settings {
     }
 }
 
+/// Where a key's value came from, as an operator would look for it: the
+/// file's path or the exact environment variable.
+fn describe_source(meta: &figment::Metadata, key: &str) -> String {
+    if let Some(figment::Source::File(path)) = &meta.source {
+        return format!("{} {}", meta.name, path.display());
+    }
+    if meta.name.contains("APP_") {
+        return format!(
+            "environment variable APP_{}",
+            key.replace('.', "__").to_uppercase()
+        );
+    }
+    if meta.name.contains("environment") {
+        match key {
+            "database.url" => return "environment variable DATABASE_URL".to_owned(),
+            "server.port" => return "environment variable PORT".to_owned(),
+            _ => {}
+        }
+    }
+    meta.name.to_string()
+}
+
 impl ServerSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
@@ -253,6 +290,10 @@ impl DatabaseSettings {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closures' error type"
+)]
 mod tests {
     use figment::Jail;
     use secrecy::ExposeSecret;
@@ -267,6 +308,7 @@ mod tests {
     #[test]
     fn built_in_defaults_need_no_file_or_environment() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             let settings = load_in(jail, Profile::Local).expect("defaults load");
             assert_eq!(settings.server.port, 5000);
             assert!(settings.database.migrate_on_start);
@@ -279,6 +321,7 @@ mod tests {
     #[test]
     fn the_prod_profile_logs_json_and_does_not_migrate_on_start() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             let settings = load_in(jail, Profile::Prod).expect("defaults load");
             assert_eq!(settings.log.format, LogFormat::Json);
             assert!(!settings.database.migrate_on_start);
@@ -289,6 +332,7 @@ mod tests {
     #[test]
     fn environment_beats_profile_tables_and_conventional_variables() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file("App.toml", "[prod.server]\nport = 7000\n")?;
             jail.set_env("PORT", "6000");
             let settings = load_in(jail, Profile::Prod).expect("loads");
@@ -303,6 +347,7 @@ mod tests {
     #[test]
     fn database_url_is_read_and_never_shown_by_debug() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("DATABASE_URL", "postgres://app:hunter2@db:5432/app");
             let settings = load_in(jail, Profile::Local).expect("loads");
             let url = settings.database.url.as_ref().expect("url set");
@@ -315,10 +360,11 @@ mod tests {
     #[test]
     fn a_malformed_value_names_its_key_and_source() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("APP_SERVER__PORT", "eighty");
             let message = load_in(jail, Profile::Local).unwrap_err().to_string();
             assert!(message.contains("server.port"), "{message}");
-            assert!(message.contains("APP_"), "{message}");
+            assert!(message.contains("APP_SERVER__PORT"), "{message}");
             Ok(())
         });
     }
@@ -326,6 +372,7 @@ mod tests {
     #[test]
     fn an_unknown_key_is_refused() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("APP_DATABASE__MAX_CONECTIONS", "5");
             let message = load_in(jail, Profile::Local).unwrap_err().to_string();
             assert!(message.contains("max_conections"), "{message}");
@@ -336,10 +383,20 @@ mod tests {
     #[test]
     fn an_out_of_range_value_names_its_key_and_source() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file("App.toml", "[default.database]\nmax_connections = 0\n")?;
             let message = load_in(jail, Profile::Local).unwrap_err().to_string();
-            assert!(message.contains("database.max_connections must be at least 1"), "{message}");
+            assert!(
+                message.contains("database.max_connections must be at least 1"),
+                "{message}"
+            );
             assert!(message.contains("App.toml"), "{message}");
+            jail.set_env("APP_DATABASE__MAX_CONNECTIONS", "0");
+            let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+            assert!(
+                message.contains("APP_DATABASE__MAX_CONNECTIONS"),
+                "{message}"
+            );
             Ok(())
         });
     }

@@ -81,6 +81,11 @@ impl ApiError {
                 "The database cannot be reached right now; try again shortly.".to_owned()
             }
             ApiError::Internal(_) => "The server failed to handle this request.".to_owned(),
+            ApiError::InvalidFields(errors) | ApiError::InvalidQuery(errors) => errors
+                .iter()
+                .map(|error| format!("{} {}", error.field, error.message))
+                .collect::<Vec<_>>()
+                .join("; "),
             other => other.to_string(),
         };
         let errors = match self {
@@ -136,9 +141,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = problem_response(&self.problem());
         if matches!(self, ApiError::DatabaseUnavailable(_)) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }
@@ -193,9 +199,8 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let (mut parts, _) = response.into_parts();
     let fresh = problem_response(&plain_problem(status, detail));
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROBLEM_JSON),
-    );
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     Response::from_parts(parts, fresh.into_body())
 }

@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(middleware::from_fn(error::problem_for_bare_errors))
                 .option_layer(cors)
                 .layer(CatchPanicLayer::new())
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
         )
 }
 
@@ -100,6 +103,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let options = db::connect_options(&settings.database)?;
         let pool = db::pool(&settings.database, options);
+        Application::build_with_pool(settings, pool).await
+    }
+
+    /// Like [`Application::build`], over an existing pool.
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Application> {
         if settings.database.migrate_on_start {
             db::migrate(&pool).await?;
         }
@@ -126,11 +134,17 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests
     /// finish for at most the grace period.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stopping, mut stopped) = tokio::sync::watch::channel(false);
         let signal = async move {
             shutdown.await;
-            tracing::info!(grace_secs = self.grace.as_secs(), "shutting down: finishing in-flight requests");
+            tracing::info!(
+                grace_secs = self.grace.as_secs(),
+                "shutting down: finishing in-flight requests"
+            );
             let _ = stopping.send(true);
         };
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);

@@ -1,5 +1,6 @@
 //! Logging setup and the one-line-per-request log.
 
+use std::io::IsTerminal as _;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -12,13 +13,19 @@ use crate::config::{LogFormat, LogSettings};
 /// Installs the global subscriber. `RUST_LOG`, when set, beats `log.filter`.
 pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) => EnvFilter::try_new(&directives)
-            .map_err(|error| anyhow::anyhow!("RUST_LOG={directives:?} is not a valid filter: {error}"))?,
+        Ok(directives) => EnvFilter::try_new(&directives).map_err(|error| {
+            anyhow::anyhow!("RUST_LOG={directives:?} is not a valid filter: {error}")
+        })?,
         Err(_) => EnvFilter::try_new(&settings.filter).map_err(|error| {
-            anyhow::anyhow!("log.filter={:?} is not a valid filter: {error}", settings.filter)
+            anyhow::anyhow!(
+                "log.filter={:?} is not a valid filter: {error}",
+                settings.filter
+            )
         })?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     let installed = match settings.format {
         LogFormat::Pretty => builder.compact().try_init(),
         LogFormat::Json => builder

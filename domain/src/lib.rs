@@ -141,7 +141,10 @@ impl NewData {
         };
         match (check(Field::Notes, notes), check(Field::Greeting, greeting)) {
             (Ok(notes), Ok(greeting)) => Ok(NewData { notes, greeting }),
-            (notes, greeting) => Err([notes.err(), greeting.err()].into_iter().flatten().collect()),
+            (notes, greeting) => Err([notes.err(), greeting.err()]
+                .into_iter()
+                .flatten()
+                .collect()),
         }
     }
 
@@ -162,10 +165,16 @@ impl NewData {
 #[serde(deny_unknown_fields)]
 pub struct NewDataRequest {
     /// The note to store: 1 to 128 characters, not only whitespace, no NUL.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, example = "Deployed from CI"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, example = "Deployed from CI")
+    )]
     pub notes: String,
     /// The greeting to store: 1 to 128 characters, not only whitespace, no NUL.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, example = "Hello from Rust"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, example = "Hello from Rust")
+    )]
     pub greeting: String,
 }
 
@@ -300,7 +309,17 @@ mod tests {
         assert_eq!(ListLimit::parse("1").map(ListLimit::get), Ok(1));
         assert_eq!(ListLimit::parse("100").map(ListLimit::get), Ok(100));
         assert_eq!(ListLimit::parse("007").map(ListLimit::get), Ok(7));
-        for text in ["0", "101", "-1", "+5", "abc", "1.5", "", " 5", "99999999999999999999"] {
+        for text in [
+            "0",
+            "101",
+            "-1",
+            "+5",
+            "abc",
+            "1.5",
+            "",
+            " 5",
+            "99999999999999999999",
+        ] {
             assert_eq!(ListLimit::parse(text), Err(LimitError), "{text:?}");
         }
         assert_eq!(ListLimit::default().get(), DEFAULT_LIMIT);

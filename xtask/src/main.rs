@@ -105,7 +105,10 @@ fn openapi() -> anyhow::Result<()> {
         .output()
         .context("running `api openapi`")?;
     if !output.status.success() {
-        bail!("`api openapi` failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "`api openapi` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let path = project_root().join("openapi.json");
     std::fs::write(&path, &output.stdout).with_context(|| format!("writing {}", path.display()))?;
@@ -125,6 +128,22 @@ fn project_root() -> PathBuf {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
+    // `cargo run` describes xtask's own package in the environment; build
+    // scripts that watch those variables (ring's does) would otherwise
+    // rebuild on every switch between `cargo xtask` and plain `cargo`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let described = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ];
+        if described.iter().any(|prefix| name.starts_with(prefix)) {
+            command.env_remove(name.as_ref());
+        }
+    }
     command
 }
 
@@ -134,7 +153,11 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("starting {:?}", command.get_program()))?;
     if !exit.success() {
-        bail!("{:?} {:?} failed ({exit})", command.get_program(), command.get_args().collect::<Vec<_>>());
+        bail!(
+            "{:?} {:?} failed ({exit})",
+            command.get_program(),
+            command.get_args().collect::<Vec<_>>()
+        );
     }
     Ok(())
 }

@@ -77,7 +77,10 @@ impl Cluster {
             cluster.init()?;
         }
         if cluster.is_running() {
-            status(&format!("PostgreSQL already running in {}", cluster.dir.display()));
+            status(&format!(
+                "PostgreSQL already running in {}",
+                cluster.dir.display()
+            ));
             return Ok(cluster);
         }
         let mut options = format!(
@@ -132,7 +135,14 @@ impl Cluster {
         let mut command = Command::new(self.bin.join("psql"));
         command
             .env("PGOPTIONS", "-c client_min_messages=warning")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url(database)])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(database),
+            ])
             .args(args);
         run(&mut command)
     }
@@ -147,13 +157,19 @@ impl Cluster {
             .output()
             .context("running pg_ctl stop")?;
         if !stopped.status.success() {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&stopped.stderr));
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&stopped.stderr)
+            );
         }
         Ok(())
     }
 
     fn init(&self) -> anyhow::Result<()> {
-        status(&format!("creating a PostgreSQL cluster in {}", self.dir.display()));
+        status(&format!(
+            "creating a PostgreSQL cluster in {}",
+            self.dir.display()
+        ));
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         if let Some(user) = self.run_as {
@@ -163,11 +179,22 @@ impl Cluster {
             .pg_command("initdb")
             .arg("-D")
             .arg(&self.dir)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .output()
             .context("running initdb")?;
         if !output.status.success() {
-            bail!("initdb failed:\n{}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "initdb failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(())
     }
@@ -219,7 +246,10 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
         if has_server(&dir) {
             return Ok(dir);
         }
-        bail!("PG_BIN_DIR={} holds no initdb and pg_ctl. {INSTALL_HINT}", dir.display());
+        bail!(
+            "PG_BIN_DIR={} holds no initdb and pg_ctl. {INSTALL_HINT}",
+            dir.display()
+        );
     }
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -268,7 +298,10 @@ fn data_dir(name: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
 }
 
 fn is_root() -> anyhow::Result<bool> {
-    let output = Command::new("id").arg("-u").output().context("running id -u")?;
+    let output = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("running id -u")?;
     Ok(String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 

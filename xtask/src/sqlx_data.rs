@@ -26,7 +26,11 @@ pub fn prepare() -> anyhow::Result<()> {
     for (name, text) in &fresh {
         std::fs::write(dir.join(name), text)?;
     }
-    status(&format!("wrote {} query files to {}", fresh.len(), dir.display()));
+    status(&format!(
+        "wrote {} query files to {}",
+        fresh.len(),
+        dir.display()
+    ));
     Ok(())
 }
 
@@ -58,7 +62,10 @@ pub fn check(cluster: &Cluster) -> anyhow::Result<()> {
 /// returns the metadata files the macros wrote, by name.
 fn generate(cluster: &Cluster) -> anyhow::Result<BTreeMap<String, String>> {
     let database = format!("sqlx_prepare_{}", std::process::id());
-    cluster.psql("postgres", &["-c", &format!("DROP DATABASE IF EXISTS {database}")])?;
+    cluster.psql(
+        "postgres",
+        &["-c", &format!("DROP DATABASE IF EXISTS {database}")],
+    )?;
     cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
     for migration in migrations()? {
         let path = migration.to_string_lossy();
@@ -74,7 +81,13 @@ fn generate(cluster: &Cluster) -> anyhow::Result<BTreeMap<String, String>> {
         touch_sources(&project_root().join(name))?;
     }
     let built = run(cargo()
-        .args(["check", "--workspace", "--all-targets", "--locked", "--quiet"])
+        .args([
+            "check",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--quiet",
+        ])
         .env("SQLX_OFFLINE", "false")
         .env("SQLX_OFFLINE_DIR", &out)
         .env("DATABASE_URL", cluster.url(&database)));
@@ -120,7 +133,11 @@ fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     };
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("query-") && name.ends_with(".json") {
             files.insert(name, std::fs::read_to_string(&path)?);
         }

@@ -5,7 +5,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use domain::{DataList, DataRecord, FieldError, ListLimit, NewData, NewDataRequest, Problem, TextError};
+use domain::{
+    DataList, DataRecord, FieldError, ListLimit, NewData, NewDataRequest, Problem, TextError,
+};
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
 
@@ -57,7 +59,12 @@ pub async fn create_data(
     .await?;
     let location = HeaderValue::from_str(&format!("/data/{}", record.id))
         .expect("a path made of digits is a valid header value");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(record)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
 }
 
 /// Lists the most recently stored entries, newest first.
@@ -100,7 +107,10 @@ fn parse_limit(query: &str) -> Result<ListLimit, ApiError> {
     };
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|_| refuse("the query string is not valid URL encoding".to_owned()))?;
-    let mut values = pairs.into_iter().filter(|(key, _)| key == "n").map(|(_, value)| value);
+    let mut values = pairs
+        .into_iter()
+        .filter(|(key, _)| key == "n")
+        .map(|(_, value)| value);
     let Some(value) = values.next() else {
         return Ok(ListLimit::default());
     };
@@ -122,19 +132,26 @@ impl<S: Send + Sync> FromRequest<S> for EntryBody {
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit: BODY_LIMIT }
-            } else {
-                ApiError::MalformedBody("the request body could not be read".to_owned())
-            }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit: BODY_LIMIT }
+                } else {
+                    ApiError::MalformedBody("the request body could not be read".to_owned())
+                }
+            })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            ApiError::MalformedBody(format!("the body is not valid JSON: {error}"))
         })?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|error| ApiError::MalformedBody(format!("the body is not valid JSON: {error}")))?;
         let Value::Object(object) = value else {
-            return Err(ApiError::MalformedBody("the body must be a JSON object".to_owned()));
+            return Err(ApiError::MalformedBody(
+                "the body must be a JSON object".to_owned(),
+            ));
         };
-        parse_entry(object).map(EntryBody).map_err(ApiError::InvalidFields)
+        parse_entry(object)
+            .map(EntryBody)
+            .map_err(ApiError::InvalidFields)
     }
 }
 
@@ -170,7 +187,12 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(Ok(value)) = headers.get(header::CONTENT_TYPE).map(HeaderValue::to_str) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -181,16 +203,28 @@ mod tests {
 
     fn json_headers(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).expect("valid"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).expect("valid"),
+        );
         headers
     }
 
     #[test]
     fn json_media_types_are_recognised() {
-        for accepted in ["application/json", "Application/JSON; charset=utf-8", "application/merge-patch+json"] {
+        for accepted in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
             assert!(is_json(&json_headers(accepted)), "{accepted}");
         }
-        for refused in ["text/plain", "application/jsonx", "multipart/form-data", "json"] {
+        for refused in [
+            "text/plain",
+            "application/jsonx",
+            "multipart/form-data",
+            "json",
+        ] {
             assert!(!is_json(&json_headers(refused)), "{refused}");
         }
         assert!(!is_json(&HeaderMap::new()));

@@ -1,0 +1,360 @@
+//! `POST /data` and `GET /data`: the contract, including every bad input.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::TestApp;
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn storing_an_entry_answers_201_with_its_location_and_record(pool: PgPool) {
+    let app = TestApp::new(pool);
+
+    let response = app
+        .post_data(r#"{"notes": "first note", "greeting": "hello"}"#)
+        .await;
+
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let record = response.json();
+    let id = record["id"].as_i64().expect("numeric id");
+    assert_eq!(
+        response.header("location"),
+        Some(format!("/data/{id}").as_str())
+    );
+    assert_eq!(record["notes"], "first note");
+    assert_eq!(record["greeting"], "hello");
+    let created_at = record["created_at"].as_str().expect("timestamp");
+    let parsed = chrono::DateTime::parse_from_rfc3339(created_at).expect("RFC 3339");
+    assert_eq!(parsed.offset().local_minus_utc(), 0, "UTC: {created_at}");
+    assert!(created_at.ends_with('Z'), "{created_at}");
+    assert_eq!(app.stored_rows().await, 1);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn text_is_stored_and_returned_exactly_as_sent(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let samples = [
+        ("  padded with spaces  ", "tab\there"),
+        ("'; DROP TABLE data; --", "<script>alert(1)</script>"),
+        ("emoji 👩‍👩‍👧 and ñ", "مرحبا بالعالم (right to left)"),
+        ("line\nbreak", "e\u{301} combining"),
+    ];
+
+    for (notes, greeting) in samples {
+        let record = app.store(notes, greeting).await;
+        assert_eq!(record["notes"], notes);
+        assert_eq!(record["greeting"], greeting);
+    }
+
+    let listed = app.get("/data?n=100").await.json();
+    let stored: Vec<(String, String)> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .rev()
+        .map(|item| {
+            (
+                item["notes"].as_str().unwrap_or_default().to_owned(),
+                item["greeting"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let sent: Vec<(String, String)> = samples
+        .iter()
+        .map(|(notes, greeting)| ((*notes).to_owned(), (*greeting).to_owned()))
+        .collect();
+    assert_eq!(stored, sent);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn limits_count_characters_not_bytes(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let at_limit = [
+        "é".repeat(128),
+        "😀".repeat(128),
+        "\u{5d0}".repeat(128),
+        "a\u{301}".repeat(64),
+    ];
+
+    for text in &at_limit {
+        let record = app.store(text, text).await;
+        assert_eq!(record["notes"].as_str(), Some(text.as_str()));
+    }
+
+    assert_eq!(app.stored_rows().await, at_limit.len() as i64);
+}
+
+/// A body that must be refused, with the status it must get.
+struct BadBody {
+    why: &'static str,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: StatusCode,
+    /// Fields the problem's `errors` must name, in order.
+    fields: &'static [&'static str],
+}
+
+fn bad(why: &'static str, body: impl Into<Vec<u8>>, status: StatusCode) -> BadBody {
+    BadBody {
+        why,
+        content_type: Some("application/json"),
+        body: body.into(),
+        status,
+        fields: &[],
+    }
+}
+
+fn invalid(why: &'static str, body: Value, fields: &'static [&'static str]) -> BadBody {
+    BadBody {
+        why,
+        content_type: Some("application/json"),
+        body: body.to_string().into_bytes(),
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        fields,
+    }
+}
+
+fn bad_bodies() -> Vec<BadBody> {
+    let valid = br#"{"notes":"n","greeting":"g"}"#.to_vec();
+    let mut invalid_utf8 = br#"{"notes":"bad "#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
+    invalid_utf8.extend_from_slice(br#"","greeting":"g"}"#);
+    let mut oversized = br#"{"notes":"n","greeting":"g","#.to_vec();
+    oversized.extend(std::iter::repeat_n(b' ', 16 * 1024));
+    oversized.push(b'}');
+    let deeply_nested = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
+    vec![
+        bad(
+            "malformed JSON",
+            r#"{"notes": "n", "greeting": "#,
+            StatusCode::BAD_REQUEST,
+        ),
+        bad("empty body", "", StatusCode::BAD_REQUEST),
+        bad("invalid UTF-8", invalid_utf8, StatusCode::BAD_REQUEST),
+        bad("a JSON array", "[]", StatusCode::BAD_REQUEST),
+        bad("a JSON string", r#""notes""#, StatusCode::BAD_REQUEST),
+        bad("JSON null", "null", StatusCode::BAD_REQUEST),
+        bad("deeply nested JSON", deeply_nested, StatusCode::BAD_REQUEST),
+        bad(
+            "trailing garbage",
+            r#"{"notes":"n","greeting":"g"} x"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        bad("body over 16 KiB", oversized, StatusCode::PAYLOAD_TOO_LARGE),
+        BadBody {
+            content_type: Some("text/plain"),
+            ..bad(
+                "text/plain content type",
+                valid.clone(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            )
+        },
+        BadBody {
+            content_type: Some("application/x-www-form-urlencoded"),
+            ..bad(
+                "form content type",
+                "notes=n&greeting=g",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            )
+        },
+        BadBody {
+            content_type: None,
+            ..bad("no content type", valid, StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        },
+        invalid("no fields", json!({}), &["notes", "greeting"]),
+        invalid("missing greeting", json!({"notes": "n"}), &["greeting"]),
+        invalid(
+            "empty notes",
+            json!({"notes": "", "greeting": "g"}),
+            &["notes"],
+        ),
+        invalid(
+            "whitespace-only greeting",
+            json!({"notes": "n", "greeting": " \t\n "}),
+            &["greeting"],
+        ),
+        invalid(
+            "129 characters",
+            json!({"notes": "é".repeat(129), "greeting": "g"}),
+            &["notes"],
+        ),
+        invalid(
+            "129 emoji",
+            json!({"notes": "n", "greeting": "😀".repeat(129)}),
+            &["greeting"],
+        ),
+        invalid(
+            "NUL character",
+            json!({"notes": "a\u{0}b", "greeting": "g"}),
+            &["notes"],
+        ),
+        invalid(
+            "number instead of text",
+            json!({"notes": 5, "greeting": "g"}),
+            &["notes"],
+        ),
+        invalid(
+            "null instead of text",
+            json!({"notes": "n", "greeting": null}),
+            &["greeting"],
+        ),
+        invalid(
+            "nested object",
+            json!({"notes": {"a": 1}, "greeting": ["g"]}),
+            &["notes", "greeting"],
+        ),
+        invalid(
+            "unknown field",
+            json!({"notes": "n", "greeting": "g", "id": 7}),
+            &["id"],
+        ),
+        invalid(
+            "everything wrong",
+            json!({"notes": "", "extra": true}),
+            &["notes", "greeting", "extra"],
+        ),
+    ]
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn every_bad_body_gets_its_problem_and_stores_nothing(pool: PgPool) {
+    let app = TestApp::new(pool);
+
+    for case in bad_bodies() {
+        let response = app.post_data_as(case.content_type, case.body).await;
+
+        assert_eq!(
+            response.status,
+            case.status,
+            "{}: {}",
+            case.why,
+            String::from_utf8_lossy(&response.body)
+        );
+        let problem = response.assert_problem(case.status);
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|error| error["field"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(fields, case.fields, "{}: {problem}", case.why);
+        assert_eq!(app.stored_rows().await, 0, "{} stored a row", case.why);
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_body_of_exactly_16_kib_is_accepted(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let mut body = br#"{"notes":"n","greeting":"g""#.to_vec();
+    body.extend(std::iter::repeat_n(b' ', 16 * 1024 - body.len() - 1));
+    body.push(b'}');
+    assert_eq!(body.len(), 16 * 1024);
+
+    let response = app.post_data(body).await;
+
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(app.stored_rows().await, 1);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_validation_problem_explains_each_field(pool: PgPool) {
+    let app = TestApp::new(pool);
+
+    let response = app
+        .post_data(json!({"notes": " ", "greeting": "x".repeat(200)}).to_string())
+        .await;
+
+    let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["type"], "/problems/invalid-fields");
+    assert_eq!(
+        problem["errors"],
+        json!([
+            {"field": "notes", "message": "must not be empty or only whitespace"},
+            {"field": "greeting", "message": "must be at most 128 characters (got 200)"},
+        ])
+    );
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn listing_returns_the_newest_entries_first(pool: PgPool) {
+    let app = TestApp::new(pool);
+    for i in 1..=15 {
+        app.store(&format!("note {i}"), "hi").await;
+    }
+
+    let default = app.get("/data").await;
+    let three = app.get("/data?n=3").await;
+
+    assert_eq!(default.status, StatusCode::OK);
+    let notes = |response: &crate::helpers::TestResponse| -> Vec<String> {
+        response.json()["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["notes"].as_str().expect("notes").to_owned())
+            .collect()
+    };
+    let expected: Vec<String> = (6..=15).rev().map(|i| format!("note {i}")).collect();
+    assert_eq!(notes(&default), expected, "n defaults to 10");
+    assert_eq!(notes(&three), ["note 15", "note 14", "note 13"]);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn listing_accepts_the_bounds_and_an_empty_table(pool: PgPool) {
+    let app = TestApp::new(pool);
+
+    let empty = app.get("/data?n=100").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.json(), json!({"items": []}));
+
+    for _ in 0..101 {
+        app.store("n", "g").await;
+    }
+    let one = app.get("/data?n=1").await.json();
+    let hundred = app.get("/data?n=100").await.json();
+    assert_eq!(one["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(hundred["items"].as_array().map(Vec::len), Some(100));
+    assert_eq!(one["items"][0]["id"], hundred["items"][0]["id"]);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn every_bad_list_size_names_the_allowed_range(pool: PgPool) {
+    let app = TestApp::new(pool);
+    app.store("n", "g").await;
+    let bad = [
+        "n=0",
+        "n=101",
+        "n=-1",
+        "n=abc",
+        "n=1.5",
+        "n=",
+        "n=99999999999999999999",
+        "n=1e2",
+        "n=%201",
+        "n=0x10",
+        "n=5&n=5",
+        "n=5&n=6",
+    ];
+
+    for query in bad {
+        let response = app.get(&format!("/data?{query}")).await;
+
+        let problem = response.assert_problem(StatusCode::BAD_REQUEST);
+        assert_eq!(problem["type"], "/problems/invalid-query", "{query}");
+        assert_eq!(problem["errors"][0]["field"], "n", "{query}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("from 1 to 100") || detail.contains("at most once"),
+            "{query}: {detail}"
+        );
+    }
+    assert_eq!(
+        app.stored_rows().await,
+        1,
+        "listing never changes the table"
+    );
+}

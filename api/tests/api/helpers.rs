@@ -1,0 +1,172 @@
+//! A test client over the in-process router, and checks shared by the tests.
+
+use std::sync::{Arc, Once};
+
+use api::config::{Profile, Settings};
+use api::startup::{AppState, router};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use sqlx::PgPool;
+use tower::ServiceExt as _;
+
+/// Settings of the `test` profile, from the built-in defaults and environment.
+pub fn test_settings() -> Settings {
+    Settings::from_figment(Profile::Test, Settings::figment(None)).expect("test settings load")
+}
+
+/// Logs to the terminal only when `TEST_LOG` is set.
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = api::telemetry::init(&test_settings().log);
+        }
+    });
+}
+
+/// The application's router over a test database.
+#[derive(Debug, Clone)]
+pub struct TestApp {
+    /// The router under test.
+    pub router: Router,
+    /// The same database, for checking what was stored.
+    pub pool: PgPool,
+}
+
+/// A buffered response.
+#[derive(Debug)]
+pub struct TestResponse {
+    /// The status code.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "body is not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status, and returns it.
+    pub fn assert_problem(&self, status: StatusCode) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = self.json();
+        assert_eq!(problem["status"], status.as_u16());
+        assert!(problem["type"].is_string(), "{problem}");
+        assert!(problem["title"].is_string(), "{problem}");
+        assert!(problem["detail"].is_string(), "{problem}");
+        problem
+    }
+}
+
+impl TestApp {
+    /// The app over `pool` with the `test` profile's settings.
+    pub fn new(pool: PgPool) -> TestApp {
+        TestApp::with_settings(pool, test_settings())
+    }
+
+    /// The app over `pool` with the given settings.
+    pub fn with_settings(pool: PgPool, settings: Settings) -> TestApp {
+        init_logs();
+        let state = AppState {
+            pool: pool.clone(),
+            settings: Arc::new(settings),
+        };
+        TestApp {
+            router: router(state),
+            pool,
+        }
+    }
+
+    /// Sends a request and buffers the response.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router never fails");
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("body reads")
+            .to_bytes()
+            .to_vec();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `GET uri`.
+    pub async fn get(&self, uri: &str) -> TestResponse {
+        self.send(
+            Request::get(uri)
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await
+    }
+
+    /// `POST /data` with a JSON content type and the given raw body.
+    pub async fn post_data(&self, body: impl Into<Body>) -> TestResponse {
+        self.post_data_as(Some("application/json"), body).await
+    }
+
+    /// `POST /data` with the given content type (or none) and raw body.
+    pub async fn post_data_as(
+        &self,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(Method::POST).uri("/data");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        self.send(request.body(body.into()).expect("valid request"))
+            .await
+    }
+
+    /// Stores an entry through the API and returns the stored record.
+    pub async fn store(&self, notes: &str, greeting: &str) -> Value {
+        let body = serde_json::json!({ "notes": notes, "greeting": greeting }).to_string();
+        let response = self.post_data(body).await;
+        assert_eq!(response.status, StatusCode::CREATED);
+        response.json()
+    }
+
+    /// How many rows the `data` table holds.
+    pub async fn stored_rows(&self) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM data")
+            .fetch_one(&self.pool)
+            .await
+            .expect("counting rows")
+    }
+}

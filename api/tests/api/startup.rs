@@ -1,0 +1,219 @@
+//! The service over real TCP and in trouble: an unreachable database, slow
+//! clients, shutdown, and migrations racing or meeting a newer schema.
+
+use std::time::Duration;
+
+use api::startup::Application;
+use axum::http::StatusCode;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, test_settings};
+
+/// Safety net so a hang fails the test instead of stalling the suite; not a
+/// performance assertion.
+const HANG: Duration = Duration::from_secs(30);
+
+/// A pool whose server never answers: nothing listens on port 1.
+fn unreachable_pool() -> PgPool {
+    let options = "postgres://app@127.0.0.1:1/app".parse().expect("valid URL");
+    PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(options)
+}
+
+#[tokio::test]
+async fn without_a_database_liveness_holds_and_data_endpoints_answer_503() {
+    let app = TestApp::new(unreachable_pool());
+
+    let live = tokio::time::timeout(HANG, app.get("/health"))
+        .await
+        .expect("no hang");
+    let ready = tokio::time::timeout(HANG, app.get("/health/ready"))
+        .await
+        .expect("no hang");
+    let list = tokio::time::timeout(HANG, app.get("/data"))
+        .await
+        .expect("no hang");
+    let store = tokio::time::timeout(HANG, app.post_data(r#"{"notes":"n","greeting":"g"}"#))
+        .await
+        .expect("no hang");
+
+    assert_eq!(live.status, StatusCode::OK);
+    for response in [&ready, &list, &store] {
+        let problem = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(problem["type"], "/problems/database-unavailable");
+        assert_eq!(response.header("retry-after"), Some("5"));
+        let text = problem.to_string();
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("os error"),
+            "no internals: {text}"
+        );
+    }
+}
+
+/// Starts the service on a free port and returns its address and a handle
+/// whose send stops it.
+async fn serve(
+    pool: PgPool,
+    configure: impl FnOnce(&mut api::config::Settings),
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    crate::helpers::init_logs();
+    let mut settings = test_settings();
+    settings.server.port = 0;
+    configure(&mut settings);
+    let app = Application::build_with_pool(settings, pool)
+        .await
+        .expect("app builds");
+    let address = app.local_addr().expect("bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (address, stop, server)
+}
+
+/// Reads a whole HTTP/1.1 response (the server closes or sends it all).
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let read = tokio::time::timeout(HANG, stream.read(&mut chunk))
+            .await
+            .expect("no hang");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&buffer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|value| value.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| body.len() >= length) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_client_that_never_finishes_its_body_gets_a_408(pool: PgPool) {
+    let (address, _stop, _server) = serve(pool.clone(), |settings| {
+        settings.server.request_timeout_secs = 1;
+    })
+    .await;
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+
+    stream
+        .write_all(b"POST /data HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"notes\":")
+        .await
+        .expect("writes");
+    let response = read_response(&mut stream).await;
+
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("application/problem+json"), "{response}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(rows, 0);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn shutdown_lets_an_in_flight_request_finish(pool: PgPool) {
+    let (address, stop, server) = serve(pool.clone(), |_| {}).await;
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+    let body = br#"{"notes":"in flight","greeting":"still stored"}"#;
+    let head = format!(
+        "POST /data HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("writes head");
+    stream
+        .write_all(&body[..10])
+        .await
+        .expect("writes part of the body");
+    // Let the server take the request in before it is told to stop.
+    let health = reqwest_like_get(address, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    stop.send(()).expect("server still running");
+    stream
+        .write_all(&body[10..])
+        .await
+        .expect("writes the rest");
+    let response = read_response(&mut stream).await;
+
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let finished = tokio::time::timeout(HANG, server)
+        .await
+        .expect("server stops");
+    finished.expect("joins").expect("serves cleanly");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(rows, 1);
+}
+
+/// A one-shot `GET` over a fresh connection.
+async fn reqwest_like_get(address: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    read_response(&mut stream).await
+}
+
+#[sqlx::test(migrations = false)]
+async fn instances_migrating_at_once_apply_the_schema_once(pool: PgPool) {
+    let runs = (0..3).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move { api::db::migrate(&pool).await })
+    });
+
+    for run in runs {
+        run.await
+            .expect("joins")
+            .expect("every instance migrates without error");
+    }
+
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(applied, api::db::MIGRATOR.iter().count() as i64);
+    let app = TestApp::new(pool);
+    app.store("after", "migration").await;
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn an_older_binary_starts_against_a_newer_schema(pool: PgPool) {
+    // A migration this binary does not know, as a newer release would leave.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101000000, 'from a newer release', true, '\\x00', 1)",
+    )
+    .execute(&pool)
+    .await
+    .expect("records a future migration");
+
+    api::db::migrate(&pool)
+        .await
+        .expect("an older binary still migrates and starts");
+}
