@@ -36,6 +36,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Cross-origin requests from browsers.
     pub cors: CorsSettings,
+    /// The compiled web client.
+    pub web: WebSettings,
 }
 
 /// `server.*` keys.
@@ -88,6 +90,15 @@ pub struct CorsSettings {
     /// Origins allowed to call the API from a browser, e.g.
     /// `["https://example.com"]`. Empty (the default) turns CORS off.
     pub allowed_origins: Vec<String>,
+}
+
+/// `web.*` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSettings {
+    /// Folder with the built client (`index.html` and hashed assets),
+    /// relative to the working directory. Missing: the API is served alone.
+    pub dir: PathBuf,
 }
 
 /// How log lines are written.

@@ -16,6 +16,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{CorsSettings, Settings};
 use crate::routes::{data, health};
+use crate::web::{self, WebAssets};
 use crate::{db, error, openapi, telemetry};
 
 /// Header carrying the request id.
@@ -35,6 +37,26 @@ pub struct AppState {
     pub pool: PgPool,
     /// The configuration the service started with.
     pub settings: Arc<Settings>,
+    /// The built web client, when `web.dir` holds one.
+    pub web: Option<Arc<WebAssets>>,
+}
+
+impl AppState {
+    /// The state over `pool`, loading the web client from `web.dir`.
+    pub fn new(pool: PgPool, settings: Settings) -> anyhow::Result<AppState> {
+        let web = WebAssets::load(&settings.web.dir)?;
+        if web.is_none() {
+            tracing::warn!(
+                dir = %settings.web.dir.display(),
+                "no web client in web.dir (build it with `cargo xtask web`): serving the API only"
+            );
+        }
+        Ok(AppState {
+            pool,
+            settings: Arc::new(settings),
+            web: web.map(Arc::new),
+        })
+    }
 }
 
 /// The API's routes with their OpenAPI annotations.
@@ -52,12 +74,21 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.settings.cors);
     let timeout = state.settings.server.request_timeout();
     api.merge(docs)
+        .fallback(web::serve)
         .layer(DefaultBodyLimit::max(data::BODY_LIMIT))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("strict-origin-when-cross-origin"),
+                ))
                 .layer(middleware::from_fn(telemetry::log_request))
                 .layer(middleware::from_fn(error::problem_for_bare_errors))
                 .option_layer(cors)
@@ -116,10 +147,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
         let grace = settings.server.shutdown_grace();
-        let state = AppState {
-            pool,
-            settings: Arc::new(settings),
-        };
+        let state = AppState::new(pool, settings)?;
         Ok(Application {
             listener,
             router: router(state),

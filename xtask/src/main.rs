@@ -4,8 +4,10 @@
 //! installed from here (PostgreSQL server binaries), says exactly what to
 //! install.
 
+mod browser;
 mod postgres;
 mod sqlx_data;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +30,15 @@ enum Task {
     /// Run the app on http://127.0.0.1:5000. Without DATABASE_URL, starts a
     /// private PostgreSQL (data kept in target/postgres/local) first.
     Run,
-    /// Run every test. Without DATABASE_URL, starts a throwaway PostgreSQL.
+    /// Run every test: Rust tests, then the browser tests in Chromium.
+    /// Without DATABASE_URL, starts a throwaway PostgreSQL.
     Test,
+    /// Build the web client (release, precompressed) into web/dist.
+    Web {
+        /// Rebuild even when web/dist looks up to date.
+        #[arg(long)]
+        force: bool,
+    },
     /// Rewrite openapi.json from the code.
     Openapi,
     /// Rewrite .sqlx/ (the query metadata that lets builds skip the database).
@@ -59,6 +68,7 @@ impl Task {
         match self {
             Task::Run => run_app(),
             Task::Test => test(),
+            Task::Web { force } => web::build(force),
             Task::Openapi => openapi(),
             Task::SqlxPrepare => sqlx_data::prepare(),
         }
@@ -75,6 +85,7 @@ fn run_app() -> anyhow::Result<()> {
     if let Some(cluster) = &cluster {
         serve.env("DATABASE_URL", cluster.url("postgres"));
     }
+    web::build(false)?;
     status("building and starting the api on http://127.0.0.1:5000 (Ctrl-C stops it)");
     let served = run(&mut serve);
     if let Some(cluster) = cluster.filter(Cluster::started_here) {
@@ -92,10 +103,13 @@ fn test() -> anyhow::Result<()> {
     let database_url = given_url.unwrap_or_else(|| cluster.url("postgres"));
     step("checking that .sqlx/ matches the queries");
     sqlx_data::check(&cluster)?;
+    web::build(false)?;
     step("running the workspace's tests");
     run(cargo()
         .args(["test", "--workspace", "--locked"])
         .env("DATABASE_URL", &database_url))?;
+    step("running the browser tests (Playwright, system Chromium)");
+    browser::test(&cluster)?;
     Ok(())
 }
 

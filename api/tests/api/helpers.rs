@@ -1,6 +1,6 @@
 //! A test client over the in-process router, and checks shared by the tests.
 
-use std::sync::{Arc, Once};
+use std::sync::Once;
 
 use api::config::{Profile, Settings};
 use api::startup::{AppState, router};
@@ -93,10 +93,7 @@ impl TestApp {
     /// The app over `pool` with the given settings.
     pub fn with_settings(pool: PgPool, settings: Settings) -> TestApp {
         init_logs();
-        let state = AppState {
-            pool: pool.clone(),
-            settings: Arc::new(settings),
-        };
+        let state = AppState::new(pool.clone(), settings).expect("state builds");
         TestApp {
             router: router(state),
             pool,

@@ -8,3 +8,4 @@ mod helpers;
 mod openapi;
 mod routing;
 mod startup;
+mod web;

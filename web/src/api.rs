@@ -1,0 +1,79 @@
+//! Calls to the JSON API and what can go wrong with them.
+
+use domain::{DataList, DataRecord, NewDataRequest, Problem};
+use gloo_net::http::{Request, Response};
+use serde::de::DeserializeOwned;
+
+/// Why a call did not give the expected answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// The API answered with a problem document (4xx or 5xx).
+    Problem(Problem),
+    /// No answer: the network or the server is down.
+    Network,
+    /// An answer that is neither the expected body nor a problem.
+    Unexpected(u16),
+}
+
+impl ApiFailure {
+    /// A sentence for the page-level message.
+    pub fn message(&self) -> String {
+        match self {
+            ApiFailure::Problem(problem) => match &problem.detail {
+                Some(detail) => format!("{}: {detail}", problem.title),
+                None => problem.title.clone(),
+            },
+            ApiFailure::Network => {
+                "The server could not be reached. Check your connection and try again.".to_owned()
+            }
+            ApiFailure::Unexpected(status) => {
+                format!("The server gave an unexpected answer (HTTP {status}). Please try again.")
+            }
+        }
+    }
+
+    /// Whether trying the same request again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiFailure::Problem(problem) => problem.status >= 500 || problem.status == 408,
+            ApiFailure::Network | ApiFailure::Unexpected(_) => true,
+        }
+    }
+}
+
+/// `POST /data`.
+pub async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, ApiFailure> {
+    let request = Request::post("/data")
+        .json(entry)
+        .map_err(|_| ApiFailure::Unexpected(0))?;
+    let response = request.send().await.map_err(|_| ApiFailure::Network)?;
+    read(response, 201).await
+}
+
+/// `GET /data?n=`.
+pub async fn list_entries(n: u32) -> Result<DataList, ApiFailure> {
+    let response = Request::get(&format!("/data?n={n}"))
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Network)?;
+    read(response, 200).await
+}
+
+/// The expected body when the status is `expected`, else the failure.
+async fn read<T: DeserializeOwned>(response: Response, expected: u16) -> Result<T, ApiFailure> {
+    let status = response.status();
+    if status == expected {
+        return response
+            .json::<T>()
+            .await
+            .map_err(|_| ApiFailure::Unexpected(status));
+    }
+    let is_problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|value| value.starts_with("application/problem+json"));
+    if is_problem && let Ok(problem) = response.json::<Problem>().await {
+        return Err(ApiFailure::Problem(problem));
+    }
+    Err(ApiFailure::Unexpected(status))
+}

@@ -1,0 +1,203 @@
+//! Building the web client: the tools it needs (installed from crates.io
+//! and npm when missing), trunk's release build, and precompressed copies.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, project_root, run, status, step};
+
+/// trunk 0.22 needs a newer rustc than the pinned one.
+const TRUNK_VERSION: &str = "0.21.14";
+
+/// Must equal the `wasm-bindgen` version in Cargo.lock (and web/Trunk.toml).
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+
+/// Files worth compressing ahead of time.
+const COMPRESSIBLE: &[&str] = &["html", "js", "wasm", "css", "svg"];
+
+/// Where trunk writes the build.
+pub fn dist_dir() -> PathBuf {
+    project_root().join("web/dist")
+}
+
+/// Builds the client in release mode unless `web/dist` is newer than every
+/// input; then writes `.br` and `.gz` beside each compressible file.
+pub fn build(force: bool) -> anyhow::Result<()> {
+    let dist = dist_dir();
+    if !force && is_up_to_date(&dist)? {
+        status("web client is up to date (web/dist)");
+        return Ok(());
+    }
+    step("building the web client (trunk, release)");
+    ensure_wasm_target()?;
+    let trunk = ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)?;
+    ensure_cargo_tool(
+        "wasm-bindgen",
+        "wasm-bindgen-cli",
+        WASM_BINDGEN_VERSION,
+        false,
+    )?;
+    let node_bin = ensure_npm_packages()?;
+    // trunk runs cargo offline: fetch first.
+    run(cargo().args(["fetch", "--locked"]))?;
+    let path = std::env::join_paths(std::iter::once(node_bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))?;
+    run(Command::new(trunk)
+        .args(["build", "--release"])
+        .current_dir(project_root().join("web"))
+        .env("PATH", path)
+        .env("TRUNK_SKIP_VERSION_CHECK", "1")
+        .env("NO_COLOR", "1"))?;
+    precompress(&dist)
+}
+
+/// Whether `dist/index.html` is newer than every source of the client.
+fn is_up_to_date(dist: &Path) -> anyhow::Result<bool> {
+    let Ok(built) = std::fs::metadata(dist.join("index.html")).and_then(|meta| meta.modified())
+    else {
+        return Ok(false);
+    };
+    let root = project_root();
+    let inputs = [
+        root.join("web/src"),
+        root.join("web/index.html"),
+        root.join("web/style.css"),
+        root.join("web/favicon.svg"),
+        root.join("web/Trunk.toml"),
+        root.join("web/Cargo.toml"),
+        root.join("domain"),
+        root.join("Cargo.lock"),
+    ];
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for input in &inputs {
+        newest = newest.max(newest_in(input)?);
+    }
+    Ok(newest <= built)
+}
+
+fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(meta.modified()?);
+    }
+    let mut newest = meta.modified()?;
+    for entry in std::fs::read_dir(path)? {
+        newest = newest.max(newest_in(&entry?.path())?);
+    }
+    Ok(newest)
+}
+
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(project_root())
+        .output()
+        .context("running rustup (install it from https://rustup.rs)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == "wasm32-unknown-unknown")
+    {
+        return Ok(());
+    }
+    status("adding the wasm32-unknown-unknown target");
+    run(Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .current_dir(project_root()))
+}
+
+/// Returns the path of `binary` at `version`, installing it with `cargo
+/// install` first when it is missing or another version.
+fn ensure_cargo_tool(
+    binary: &str,
+    krate: &str,
+    version: &str,
+    locked: bool,
+) -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let path = home.join("bin").join(binary);
+    let current = Command::new(&path).arg("--version").output();
+    if let Ok(output) = current
+        && String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .any(|word| word == version)
+    {
+        return Ok(path);
+    }
+    status(&format!(
+        "installing {krate} {version} (once; a few minutes)"
+    ));
+    let mut install = cargo();
+    install.args(["install", krate, "--version", version]);
+    // wasm-bindgen-cli's own lockfile pins a crate version the registry no
+    // longer serves, so it installs without --locked.
+    if locked {
+        install.arg("--locked");
+    }
+    run(&mut install)?;
+    Ok(path)
+}
+
+/// Installs the npm packages (wasm-opt from `binaryen`, Playwright) when
+/// missing and returns their `.bin` folder.
+fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
+    let root = project_root();
+    let bin = root.join("node_modules/.bin");
+    if bin.join("wasm-opt").exists() && bin.join("playwright").exists() {
+        return Ok(bin);
+    }
+    status("installing npm packages (npm ci)");
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&root)
+        .status();
+    match npm {
+        Ok(exit) if exit.success() => Ok(bin),
+        Ok(exit) => bail!("npm ci failed ({exit})"),
+        Err(_) => bail!(
+            "npm was not found: install Node.js 20 or newer with npm (Debian/Ubuntu: `sudo apt-get install nodejs npm`)"
+        ),
+    }
+}
+
+/// Writes `name.br` and `name.gz` beside every compressible file.
+fn precompress(dist: &Path) -> anyhow::Result<()> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dist)? {
+        let path = entry?.path();
+        let compressible = path
+            .extension()
+            .and_then(|ext| ext.to_str())
+            .is_some_and(|ext| COMPRESSIBLE.contains(&ext));
+        if !compressible {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gzip.write_all(&bytes)?;
+        std::fs::write(with_suffix(&path, "gz"), gzip.finish()?)?;
+        let mut brotli = Vec::new();
+        {
+            let mut writer = brotli::CompressorWriter::new(&mut brotli, 64 * 1024, 11, 22);
+            writer.write_all(&bytes)?;
+        }
+        std::fs::write(with_suffix(&path, "br"), brotli)?;
+        count += 1;
+    }
+    status(&format!("precompressed {count} files (brotli and gzip)"));
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
