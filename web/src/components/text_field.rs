@@ -19,6 +19,7 @@ pub fn TextField(
     node_ref: NodeRef<Input>,
 ) -> impl IntoView {
     let count = move || value.with(|text| text.chars().count());
+    let over_limit = move || count() > MAX_CHARS;
     let count_id = format!("{id}-count");
     let error_id = format!("{id}-error");
     view! {
@@ -40,7 +41,7 @@ pub fn TextField(
             />
             <div class="field-meta">
                 <span id=error_id class="field-error">{move || error.get()}</span>
-                <span id=count_id class="char-count" class:over=move || count() > MAX_CHARS>
+                <span id=count_id class="char-count" class:over=over_limit>
                     {move || format!("{} / {MAX_CHARS}", count())}
                 </span>
             </div>
