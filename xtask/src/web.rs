@@ -51,8 +51,8 @@ pub fn build(force: bool) -> anyhow::Result<()> {
         .args(["build", "--release"])
         .current_dir(project_root().join("web"))
         .env("PATH", path)
-        .env("TRUNK_SKIP_VERSION_CHECK", "1")
-        .env("NO_COLOR", "1"))?;
+        .env("TRUNK_SKIP_VERSION_CHECK", "true")
+        .env("NO_COLOR", "true"))?;
     precompress(&dist)
 }
 
@@ -72,6 +72,7 @@ fn is_up_to_date(dist: &Path) -> anyhow::Result<bool> {
         root.join("web/Cargo.toml"),
         root.join("domain"),
         root.join("Cargo.lock"),
+        root.join("Cargo.toml"),
     ];
     let mut newest = SystemTime::UNIX_EPOCH;
     for input in &inputs {

@@ -17,13 +17,21 @@ fn fake_dist(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("api-web-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creates the folder");
-    let index = format!("<!DOCTYPE html><html><head><script type=\"module\">{INLINE}</script></head><body></body></html>");
+    let index = format!(
+        "<!DOCTYPE html><html><head><script type=\"module\">{INLINE}</script></head><body></body></html>"
+    );
     let files: [(&str, &[u8]); 5] = [
         ("index.html", index.as_bytes()),
-        ("web-0123456789abcdef.js", b"export default function init() {}"),
+        (
+            "web-0123456789abcdef.js",
+            b"export default function init() {}",
+        ),
         ("web-0123456789abcdef.js.br", b"brotli bytes"),
         ("web-0123456789abcdef_bg.wasm", b"\0asm\x01\0\0\0"),
-        ("favicon.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"),
+        (
+            "favicon.svg",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+        ),
     ];
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).expect("writes a file");
@@ -44,16 +52,26 @@ async fn the_page_is_served_uncached_with_a_policy_allowing_only_itself(pool: Pg
     let response = app.get("/").await;
 
     assert_eq!(response.status, StatusCode::OK);
-    assert!(response.header("content-type").is_some_and(|value| value.starts_with("text/html")));
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|value| value.starts_with("text/html"))
+    );
     assert_eq!(response.header("cache-control"), Some("no-cache"));
     assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
     assert!(response.header("referrer-policy").is_some());
-    let policy = response.header("content-security-policy").expect("a policy");
+    let policy = response
+        .header("content-security-policy")
+        .expect("a policy");
     use base64::Engine as _;
     use sha2::Digest as _;
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(INLINE.as_bytes()));
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(INLINE.as_bytes()));
     assert!(policy.contains(&format!("'sha256-{hash}'")), "{policy}");
-    assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(
+        policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
     assert!(!policy.contains("unsafe-inline"), "{policy}");
 }
 
@@ -75,11 +93,22 @@ async fn hashed_assets_are_immutable_and_served_precompressed(pool: PgPool) {
     assert_eq!(script.status, StatusCode::OK);
     assert_eq!(script.header("content-encoding"), Some("br"));
     assert_eq!(script.body, b"brotli bytes");
-    assert_eq!(script.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(
+        script.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
     assert_eq!(script.header("vary"), Some("accept-encoding"));
-    assert!(script.header("content-type").is_some_and(|value| value.contains("javascript")));
+    assert!(
+        script
+            .header("content-type")
+            .is_some_and(|value| value.contains("javascript"))
+    );
     assert_eq!(wasm.header("content-type"), Some("application/wasm"));
-    assert_eq!(icon.header("cache-control"), Some("no-cache"), "unhashed names are revalidated");
+    assert_eq!(
+        icon.header("cache-control"),
+        Some("no-cache"),
+        "unhashed names are revalidated"
+    );
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
@@ -90,7 +119,13 @@ async fn client_routes_get_the_page_and_api_paths_keep_their_json_404(pool: PgPo
     let missing_file = app.get("/missing-0123456789abcdef.js").await;
     let api_path = app.get("/data/unknown").await;
     let docs_path = app.get("/docs/nothing-here").await;
-    let post = app.send(Request::post("/").body(Body::empty()).expect("valid request")).await;
+    let post = app
+        .send(
+            Request::post("/")
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await;
 
     assert_eq!(route.status, StatusCode::OK);
     assert!(route.header("content-security-policy").is_some());
