@@ -6,6 +6,8 @@
 
 mod browser;
 mod postgres;
+mod reliability;
+mod service;
 mod sqlx_data;
 mod web;
 
@@ -39,6 +41,8 @@ enum Task {
         #[arg(long)]
         force: bool,
     },
+    /// Stop PostgreSQL and send SIGTERM under write load; part of `test`.
+    Reliability,
     /// Rewrite openapi.json from the code.
     Openapi,
     /// Rewrite .sqlx/ (the query metadata that lets builds skip the database).
@@ -69,6 +73,7 @@ impl Task {
             Task::Run => run_app(),
             Task::Test => test(),
             Task::Web { force } => web::build(force),
+            Task::Reliability => reliability::run(),
             Task::Openapi => openapi(),
             Task::SqlxPrepare => sqlx_data::prepare(),
         }
@@ -110,6 +115,7 @@ fn test() -> anyhow::Result<()> {
         .env("DATABASE_URL", &database_url))?;
     step("running the browser tests (Playwright, system Chromium)");
     browser::test(&cluster)?;
+    reliability::run()?;
     Ok(())
 }
 

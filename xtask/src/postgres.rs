@@ -34,6 +34,8 @@ pub struct Cluster {
     throwaway: bool,
     /// This process started the server (it was not already running).
     started: bool,
+    /// `postgres` options it starts with (port, socket, settings).
+    options: String,
 }
 
 impl Cluster {
@@ -61,6 +63,14 @@ impl Cluster {
         let bin = find_bin_dir()?;
         let run_as = if is_root()? { Some("postgres") } else { None };
         let dir = data_dir(name, run_as)?;
+        let mut options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            dir.display()
+        );
+        for setting in settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
         let mut cluster = Cluster {
             bin,
             dir,
@@ -68,6 +78,7 @@ impl Cluster {
             run_as,
             throwaway,
             started: false,
+            options,
         };
         if throwaway && cluster.dir.exists() {
             std::fs::remove_dir_all(&cluster.dir)
@@ -83,27 +94,28 @@ impl Cluster {
             ));
             return Ok(cluster);
         }
-        let mut options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1",
-            cluster.dir.display()
-        );
-        for setting in settings {
-            options.push_str(" -c ");
-            options.push_str(setting);
-        }
         let log = cluster.dir.join("server.log");
         status(&format!(
             "starting PostgreSQL on 127.0.0.1:{port} (data in {}, log in {})",
             cluster.dir.display(),
             log.display()
         ));
-        let started = cluster
+        cluster.launch()?;
+        cluster.started = true;
+        Ok(cluster)
+    }
+
+    /// Starts the server of an existing cluster and waits until it accepts
+    /// connections.
+    pub fn launch(&self) -> anyhow::Result<()> {
+        let (port, log) = (self.port, self.dir.join("server.log"));
+        let started = self
             .pg_command("pg_ctl")
             .arg("-D")
-            .arg(&cluster.dir)
+            .arg(&self.dir)
             .arg("-l")
             .arg(&log)
-            .args(["-s", "-w", "-t", "60", "-o", &options, "start"])
+            .args(["-s", "-w", "-t", "60", "-o", &self.options, "start"])
             .status()
             .context("running pg_ctl start")?;
         if !started.success() {
@@ -116,8 +128,7 @@ impl Cluster {
                 tail.join("\n")
             );
         }
-        cluster.started = true;
-        Ok(cluster)
+        Ok(())
     }
 
     /// `postgres://` URL of a database in this cluster.
@@ -145,6 +156,28 @@ impl Cluster {
             ])
             .args(args);
         run(&mut command)
+    }
+
+    /// Runs one SQL statement and returns psql's unaligned output.
+    pub fn query(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        let output = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(database),
+                "-c",
+                sql,
+            ])
+            .output()
+            .context("running psql")?;
+        if !output.status.success() {
+            bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Stops the server, waiting for it to exit.

@@ -1,0 +1,353 @@
+//! Faults survived, proven against the real binary and a real PostgreSQL:
+//! the database stopped and restarted under write load, and SIGTERM under
+//! write load. Every acknowledged write must be stored. Figures are printed
+//! and written to `target/reliability/latest.json`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+
+use crate::postgres::Cluster;
+use crate::service::{ApiProcess, Reply, send, target_dir};
+use crate::{status, step};
+
+/// Database acquire timeout given to the service in the outage scenario.
+const ACQUIRE_TIMEOUT_SECS: u64 = 2;
+
+/// Shutdown grace period given to the service in the shutdown scenario.
+const GRACE_SECS: u64 = 10;
+
+/// Writers hammering `POST /data` at once.
+const WRITERS: usize = 6;
+
+/// What one `POST /data` got.
+#[derive(Debug, Clone)]
+struct Outcome {
+    /// The scenario's phase when the request was sent.
+    phase: u8,
+    /// The reply, or `None` when the connection failed.
+    reply: Option<Reply>,
+    /// How long the request took.
+    latency: Duration,
+}
+
+impl Outcome {
+    fn status(&self) -> Option<u16> {
+        self.reply.as_ref().map(|reply| reply.status)
+    }
+
+    /// The id of an acknowledged (201) write.
+    fn acknowledged_id(&self) -> Option<i64> {
+        let reply = self.reply.as_ref().filter(|reply| reply.status == 201)?;
+        let record: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+        record["id"].as_i64()
+    }
+}
+
+/// Write load on a port until `stop` is set (or, with `until_refused`,
+/// until the server stops accepting connections).
+struct Load {
+    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
+    writers: Vec<JoinHandle<Vec<Outcome>>>,
+}
+
+impl Load {
+    fn start(port: u16, until_refused: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicU8::new(0));
+        let writers = (0..WRITERS)
+            .map(|writer| {
+                let (stop, phase) = (Arc::clone(&stop), Arc::clone(&phase));
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let body =
+                            format!(r#"{{"notes":"writer {writer} write {i}","greeting":"load"}}"#);
+                        let sent = Instant::now();
+                        let phase_at_send = phase.load(Ordering::Relaxed);
+                        let reply = send(port, "POST", "/data", Some(&body)).ok();
+                        let refused = reply.is_none();
+                        outcomes.push(Outcome {
+                            phase: phase_at_send,
+                            reply,
+                            latency: sent.elapsed(),
+                        });
+                        if refused && until_refused {
+                            break;
+                        }
+                        if refused {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            phase,
+            writers,
+        }
+    }
+
+    fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Ids the table holds.
+fn stored_ids(cluster: &Cluster, database: &str) -> anyhow::Result<BTreeSet<i64>> {
+    Ok(cluster
+        .query(database, "SELECT id FROM data")?
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect())
+}
+
+/// Acknowledged ids: all distinct, all stored. Returns how many.
+fn check_acknowledged(outcomes: &[Outcome], stored: &BTreeSet<i64>) -> anyhow::Result<usize> {
+    let acknowledged: Vec<i64> = outcomes
+        .iter()
+        .filter_map(Outcome::acknowledged_id)
+        .collect();
+    let distinct: BTreeSet<i64> = acknowledged.iter().copied().collect();
+    ensure!(
+        distinct.len() == acknowledged.len(),
+        "an id was acknowledged twice"
+    );
+    let lost: Vec<&i64> = distinct.difference(stored).collect();
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged writes are missing: {lost:?}",
+        lost.len()
+    );
+    Ok(acknowledged.len())
+}
+
+fn is_problem(reply: &Reply) -> bool {
+    reply.content_type.as_deref() == Some("application/problem+json")
+}
+
+fn create_database(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
+    cluster.psql(
+        "postgres",
+        &["-c", &format!("DROP DATABASE IF EXISTS {name}")],
+    )?;
+    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {name}")])
+}
+
+/// Runs both scenarios on their own cluster (the outage stops it).
+pub fn run() -> anyhow::Result<()> {
+    let out = target_dir().join("reliability");
+    std::fs::create_dir_all(&out)?;
+    let cluster = Cluster::throwaway("reliability")?;
+    let outage = outage(&cluster, &out)?;
+    let shutdown = shutdown(&cluster, &out)?;
+    let figures = serde_json::json!({ "outage": outage, "shutdown": shutdown });
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&figures)?,
+    )?;
+    status(&format!(
+        "figures written to {}",
+        out.join("latest.json").display()
+    ));
+    Ok(())
+}
+
+fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    step("reliability: PostgreSQL stopped and restarted under write load");
+    let database = "reliability_outage";
+    create_database(cluster, database)?;
+    let timeout = ACQUIRE_TIMEOUT_SECS.to_string();
+    let api = ApiProcess::start(
+        &cluster.url(database),
+        &out.join("outage-api.log"),
+        &[("APP_DATABASE__ACQUIRE_TIMEOUT_SECS", &timeout)],
+    )?;
+    let load = Load::start(api.port, false);
+    std::thread::sleep(Duration::from_secs(2));
+
+    load.set_phase(1);
+    cluster.stop()?;
+    let mut probes = Vec::new();
+    let outage_started = Instant::now();
+    while outage_started.elapsed() < Duration::from_secs(4) {
+        let live = api
+            .send("GET", "/health", None)
+            .ok()
+            .map(|reply| reply.status);
+        let ready = api
+            .send("GET", "/health/ready", None)
+            .ok()
+            .map(|reply| reply.status);
+        probes.push((live, ready));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    cluster.launch()?;
+    load.set_phase(2);
+    let restarted = Instant::now();
+    while api
+        .send("GET", "/health/ready", None)
+        .map(|reply| reply.status)
+        .ok()
+        != Some(200)
+    {
+        ensure!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "the service did not recover within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let recovered_after = restarted.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let outcomes = load.finish();
+    drop(api);
+
+    let in_phase = |phase: u8| {
+        outcomes
+            .iter()
+            .filter(move |outcome| outcome.phase == phase)
+    };
+    let unexpected: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| {
+            !matches!(outcome.status(), Some(201))
+                && !outcome
+                    .reply
+                    .as_ref()
+                    .is_some_and(|reply| reply.status == 503 && is_problem(reply))
+        })
+        .collect();
+    ensure!(
+        unexpected.is_empty(),
+        "answers other than 201 or a 503 problem: {:?}",
+        &unexpected[..unexpected.len().min(3)]
+    );
+    let unavailable: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.status() == Some(503))
+        .collect();
+    ensure!(
+        !unavailable.is_empty(),
+        "the outage produced no 503: the scenario did not exercise it"
+    );
+    let slowest_503 = unavailable
+        .iter()
+        .map(|outcome| outcome.latency)
+        .max()
+        .unwrap_or_default();
+    // A hang would show as a request running into the 10 s request timeout
+    // or beyond; this bound is about hanging, not speed.
+    ensure!(
+        slowest_503 < Duration::from_secs(8),
+        "a 503 took {slowest_503:?}: requests hang during the outage"
+    );
+    ensure!(
+        probes.iter().all(|(live, _)| *live == Some(200)),
+        "/health failed during the outage: {probes:?}"
+    );
+    ensure!(
+        probes.iter().skip(2).all(|(_, ready)| *ready == Some(503)),
+        "/health/ready did not answer 503 during the outage: {probes:?}"
+    );
+    ensure!(
+        in_phase(2).any(|outcome| outcome.status() == Some(201)),
+        "no write succeeded after the restart"
+    );
+    let stored = stored_ids(cluster, database)?;
+    let acknowledged = check_acknowledged(&outcomes, &stored)?;
+    let acked_in = |phase: u8| {
+        in_phase(phase)
+            .filter(|outcome| outcome.status() == Some(201))
+            .count()
+    };
+    status(&format!(
+        "outage: {} writes sent, {acknowledged} acknowledged ({} before, {} during, {} after), {} answered 503 \
+         (slowest {:.2} s, acquire timeout {ACQUIRE_TIMEOUT_SECS} s), /health 200 and /health/ready 503 throughout, \
+         recovered {:.2} s after the restart without restarting the service, acknowledged writes lost: 0",
+        outcomes.len(),
+        acked_in(0),
+        acked_in(1),
+        acked_in(2),
+        unavailable.len(),
+        slowest_503.as_secs_f64(),
+        recovered_after.as_secs_f64(),
+    ));
+    Ok(serde_json::json!({
+        "writes_sent": outcomes.len(),
+        "writes_acknowledged": acknowledged,
+        "answered_503": unavailable.len(),
+        "slowest_503_seconds": slowest_503.as_secs_f64(),
+        "recovered_seconds_after_restart": recovered_after.as_secs_f64(),
+        "acknowledged_writes_lost": 0,
+    }))
+}
+
+fn shutdown(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    step("reliability: SIGTERM under write load");
+    let database = "reliability_shutdown";
+    create_database(cluster, database)?;
+    let grace = GRACE_SECS.to_string();
+    let mut api = ApiProcess::start(
+        &cluster.url(database),
+        &out.join("shutdown-api.log"),
+        &[("APP_SERVER__SHUTDOWN_GRACE_SECS", &grace)],
+    )?;
+    let load = Load::start(api.port, true);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (exit, took) = api.terminate()?;
+    let outcomes = load.finish();
+
+    ensure!(
+        exit.success(),
+        "the service exited with {exit} after SIGTERM"
+    );
+    ensure!(
+        took < Duration::from_secs(GRACE_SECS + 2),
+        "exit took {took:?}, over the {GRACE_SECS} s grace period"
+    );
+    let server_errors: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.status().is_some_and(|status| status >= 500))
+        .collect();
+    if !server_errors.is_empty() {
+        bail!(
+            "5xx during shutdown: {:?}",
+            &server_errors[..server_errors.len().min(3)]
+        );
+    }
+    let stored = stored_ids(cluster, database)?;
+    let acknowledged = check_acknowledged(&outcomes, &stored)?;
+    ensure!(
+        acknowledged > 0,
+        "no write was acknowledged before the shutdown"
+    );
+    status(&format!(
+        "shutdown: {acknowledged} writes acknowledged, 0 answered 5xx, exited {:.2} s after SIGTERM \
+         (grace {GRACE_SECS} s) with {exit}, acknowledged writes lost: 0",
+        took.as_secs_f64()
+    ));
+    Ok(serde_json::json!({
+        "writes_acknowledged": acknowledged,
+        "server_errors": 0,
+        "exit_seconds_after_sigterm": took.as_secs_f64(),
+        "acknowledged_writes_lost": 0,
+    }))
+}

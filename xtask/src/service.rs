@@ -1,0 +1,152 @@
+//! The real `api` binary as a child process, and a minimal HTTP/1.1 client
+//! for driving it (one request per connection, no dependencies).
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::postgres::free_port;
+use crate::{cargo, project_root, run};
+
+/// Longest wait for the service to answer `/health`.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// A running `api serve`, killed when dropped.
+#[derive(Debug)]
+pub struct ApiProcess {
+    /// The child process.
+    child: Child,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl ApiProcess {
+    /// Builds the debug binary, starts it on a free port with the `test`
+    /// profile, the given database and extra settings, logging to `log`, and
+    /// waits until `/health` answers.
+    pub fn start(
+        database_url: &str,
+        log: &Path,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<ApiProcess> {
+        run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
+        let port = free_port()?;
+        let log =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut command = Command::new(target_dir().join("debug/api"));
+        command
+            .arg("serve")
+            .current_dir(project_root())
+            .env("DATABASE_URL", database_url)
+            .env("APP_PROFILE", "test")
+            .env("APP_SERVER__PORT", port.to_string())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let child = command.spawn().context("starting the api")?;
+        let process = ApiProcess { child, port };
+        process.wait_until_healthy()?;
+        Ok(process)
+    }
+
+    /// Sends `request` to this process.
+    pub fn send(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
+        send(self.port, method, path, body)
+    }
+
+    fn wait_until_healthy(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < STARTUP {
+            if self
+                .send("GET", "/health", None)
+                .is_ok_and(|reply| reply.status == 200)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the api did not answer /health within {STARTUP:?}")
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns it and how long it took.
+    pub fn terminate(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]))?;
+        let exit = self.child.wait()?;
+        Ok((exit, started.elapsed()))
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The cargo target folder.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+}
+
+/// A buffered response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The `content-type` header, if any.
+    pub content_type: Option<String>,
+    /// The body as text.
+    pub body: String,
+}
+
+/// One request over a fresh connection (`connection: close`).
+pub fn send(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response")
+    })?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
+    let content_type = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-type")
+            .then(|| value.trim().to_owned())
+    });
+    Ok(Reply {
+        status,
+        content_type,
+        body: body.to_owned(),
+    })
+}
