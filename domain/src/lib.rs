@@ -160,6 +160,10 @@ impl NewData {
 }
 
 /// Body of `POST /data`.
+///
+/// The schema's `pattern` states [`check_text`] apart from the length: no
+/// NUL, and at least one character outside Unicode's `White_Space` set (the
+/// set `str::trim` removes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -167,13 +171,23 @@ pub struct NewDataRequest {
     /// The note to store: 1 to 128 characters, not only whitespace, no NUL.
     #[cfg_attr(
         feature = "openapi",
-        schema(min_length = 1, max_length = 128, example = "Deployed from CI")
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$",
+            example = "Deployed from CI"
+        )
     )]
     pub notes: String,
     /// The greeting to store: 1 to 128 characters, not only whitespace, no NUL.
     #[cfg_attr(
         feature = "openapi",
-        schema(min_length = 1, max_length = 128, example = "Hello from Rust")
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$",
+            example = "Hello from Rust"
+        )
     )]
     pub greeting: String,
 }

@@ -5,6 +5,7 @@
 //! install.
 
 mod browser;
+mod contract;
 mod postgres;
 mod reliability;
 mod service;
@@ -115,6 +116,8 @@ fn test() -> anyhow::Result<()> {
         .env("DATABASE_URL", &database_url))?;
     step("running the browser tests (Playwright, system Chromium)");
     browser::test(&cluster)?;
+    step("fuzzing the running service from openapi.json (schemathesis)");
+    contract::fuzz(&cluster)?;
     reliability::run()?;
     Ok(())
 }

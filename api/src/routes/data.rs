@@ -132,6 +132,16 @@ impl<S: Send + Sync> FromRequest<S> for EntryBody {
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
+        // Refuse a declared oversized body at once, rather than waiting for
+        // bytes that will be refused anyway.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+            return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {

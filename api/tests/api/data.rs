@@ -358,3 +358,65 @@ async fn every_bad_list_size_names_the_allowed_range(pool: PgPool) {
         "listing never changes the table"
     );
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_thousand_concurrent_writes_are_all_stored_once_in_order(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let writes = (0..1000).map(|i| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let body =
+                json!({"notes": format!("concurrent {i}"), "greeting": "at once"}).to_string();
+            let response = app.post_data(body).await;
+            assert_eq!(response.status, StatusCode::CREATED, "write {i}");
+            response.json()["id"].as_i64().expect("an id")
+        })
+    });
+
+    let mut ids = Vec::new();
+    for write in writes {
+        ids.push(write.await.expect("the write task finishes"));
+    }
+
+    let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), 1000, "every acknowledged id is distinct");
+    assert_eq!(app.stored_rows().await, 1000);
+    let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM data ORDER BY id DESC")
+        .fetch_all(&app.pool)
+        .await
+        .expect("reads ids");
+    let mut acknowledged: Vec<i64> = distinct.into_iter().collect();
+    acknowledged.reverse();
+    assert_eq!(
+        stored, acknowledged,
+        "the stored ids are exactly the acknowledged ones"
+    );
+    let listed: Vec<i64> = app.get("/data?n=100").await.json()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["id"].as_i64())
+        .collect();
+    assert_eq!(listed, stored[..100], "the list shows the newest first");
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn combining_marks_and_right_to_left_text_are_counted_by_character(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let combining = "e\u{301}".repeat(64);
+    let right_to_left = "\u{5e9}".repeat(128);
+    assert_eq!(combining.chars().count(), 128);
+
+    app.store(&combining, &right_to_left).await;
+    let over = app
+        .post_data(json!({"notes": format!("{combining}\u{301}"), "greeting": format!("{right_to_left}\u{5e9}")}).to_string())
+        .await;
+
+    let problem = over.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["errors"].as_array().map(Vec::len),
+        Some(2),
+        "{problem}"
+    );
+    assert_eq!(app.stored_rows().await, 1);
+}

@@ -133,6 +133,26 @@ async fn a_client_that_never_finishes_its_body_gets_a_408(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_content_length_over_the_limit_is_refused_before_the_body_arrives(pool: PgPool) {
+    let (address, _stop, _server) = serve(pool.clone(), |_| {}).await;
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+
+    stream
+        .write_all(b"POST /data HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{}")
+        .await
+        .expect("writes");
+    let response = read_response(&mut stream).await;
+
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("/problems/body-too-large"), "{response}");
+    let health = reqwest_like_get(address, "/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "still serving: {health}"
+    );
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn shutdown_lets_an_in_flight_request_finish(pool: PgPool) {
     let (address, stop, server) = serve(pool.clone(), |_| {}).await;
     let mut stream = TcpStream::connect(address).await.expect("connects");

@@ -1,0 +1,78 @@
+//! Fuzzing the running service from `openapi.json` with schemathesis (from
+//! PyPI, in a virtualenv under `target/`): no 5xx, no response outside the
+//! documented schemas and status codes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::postgres::Cluster;
+use crate::service::{ApiProcess, target_dir};
+use crate::{project_root, run, status};
+
+/// The schemathesis release the checks were written against.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Examples per operation and phase.
+const MAX_EXAMPLES: &str = "200";
+
+/// A fixed seed keeps CI reproducible; `SCHEMATHESIS_SEED` picks another.
+const DEFAULT_SEED: &str = "20261126";
+
+/// Runs every schemathesis check against a freshly started service.
+pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
+    let schemathesis = ensure_schemathesis()?;
+    let database = format!("contract_{}", std::process::id());
+    cluster.psql(
+        "postgres",
+        &["-c", &format!("DROP DATABASE IF EXISTS {database}")],
+    )?;
+    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
+    let out = target_dir().join("contract");
+    std::fs::create_dir_all(&out)?;
+    let api = ApiProcess::start(&cluster.url(&database), &out.join("api.log"), &[])?;
+    let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
+    run(Command::new(schemathesis)
+        .args([
+            "run",
+            "openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--seed",
+            &seed,
+        ])
+        .args(["--url", &format!("http://127.0.0.1:{}", api.port)])
+        .current_dir(project_root())
+        .env("NO_COLOR", "1"))
+}
+
+/// The schemathesis executable, installed into `target/tools-venv` when
+/// missing.
+fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
+    let venv = target_dir().join("tools-venv");
+    let executable = venv.join("bin/schemathesis");
+    let version = SCHEMATHESIS.trim_start_matches("schemathesis==");
+    let current = Command::new(&executable).arg("--version").output();
+    if current.is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(version)) {
+        return Ok(executable);
+    }
+    status(&format!(
+        "installing {SCHEMATHESIS} into {}",
+        venv.display()
+    ));
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 (install Python 3.9 or newer)")?;
+    if !created.success() {
+        bail!(
+            "python3 -m venv failed: install the venv module (Debian/Ubuntu: `sudo apt-get install python3-venv`)"
+        );
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS]))?;
+    Ok(executable)
+}
