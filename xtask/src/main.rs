@@ -101,6 +101,9 @@ fn run_app() -> anyhow::Result<()> {
     served
 }
 
+/// The cargo-deny release `deny.toml` was written for.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
 fn test() -> anyhow::Result<()> {
     // An own throwaway cluster serves the tests unless DATABASE_URL names
     // another server; the .sqlx/ check always uses an own one.
@@ -119,6 +122,17 @@ fn test() -> anyhow::Result<()> {
     step("fuzzing the running service from openapi.json (schemathesis)");
     contract::fuzz(&cluster)?;
     reliability::run()?;
+    step("checking licenses, bans and sources of the dependencies (cargo deny)");
+    web::ensure_cargo_tool("cargo-deny", "cargo-deny", CARGO_DENY_VERSION, true)?;
+    run(cargo().args([
+        "deny",
+        "--log-level",
+        "error",
+        "check",
+        "licenses",
+        "bans",
+        "sources",
+    ]))?;
     Ok(())
 }
 

@@ -113,7 +113,7 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 
 /// Returns the path of `binary` at `version`, installing it with `cargo
 /// install` first when it is missing or another version.
-fn ensure_cargo_tool(
+pub fn ensure_cargo_tool(
     binary: &str,
     krate: &str,
     version: &str,
