@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
+use axum::serve::ListenerExt as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -175,7 +176,14 @@ impl Application {
             );
             let _ = stopping.send(true);
         };
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // Without TCP_NODELAY, a response written in several pieces (static
+        // files) waits out the peer's delayed ACK: about 40 ms each.
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(signal);
         let deadline = async move {
             // Only reached once the signal has fired; then the grace clock runs.
             let _ = stopped.wait_for(|stopping| *stopping).await;

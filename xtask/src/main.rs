@@ -4,6 +4,7 @@
 //! installed from here (PostgreSQL server binaries), says exactly what to
 //! install.
 
+mod bench;
 mod browser;
 mod contract;
 mod postgres;
@@ -42,6 +43,9 @@ enum Task {
         #[arg(long)]
         force: bool,
     },
+    /// Benchmark the release binary against pgbench; prints a table and
+    /// writes target/bench/latest.json.
+    Bench(bench::Options),
     /// Stop PostgreSQL and send SIGTERM under write load; part of `test`.
     Reliability,
     /// Rewrite openapi.json from the code.
@@ -75,6 +79,7 @@ impl Task {
             Task::Test => test(),
             Task::Web { force } => web::build(force),
             Task::Reliability => reliability::run(),
+            Task::Bench(options) => bench::run_bench(&options),
             Task::Openapi => openapi(),
             Task::SqlxPrepare => sqlx_data::prepare(),
         }

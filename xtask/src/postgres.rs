@@ -136,6 +136,11 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Folder with the server's programs (`psql`, `pgbench`, …).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
     /// Whether this process started the server (rather than reusing one).
     pub fn started_here(&self) -> bool {
         self.started

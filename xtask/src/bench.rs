@@ -1,0 +1,458 @@
+//! `cargo xtask bench`: the release binary under load from `wrk`, against
+//! `pgbench` running the same SQL on the same database in the same run.
+//! Prints a table and writes `target/bench/latest.json`. Figures only:
+//! nothing here fails on speed.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::postgres::{Cluster, free_port};
+use crate::service::{send, target_dir};
+use crate::{cargo, project_root, run, status, step, web};
+
+/// Rows loaded before measuring, as the issue asks.
+const ROWS: u32 = 10_000;
+
+/// The statements the API runs, as pgbench scripts.
+const INSERT_SQL: &str = "INSERT INTO data (notes, greeting) VALUES ('bench note', 'bench greeting') \
+                          RETURNING id, notes, greeting, created_at;\n";
+const SELECT_10_SQL: &str =
+    "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT 10;\n";
+const SELECT_100_SQL: &str =
+    "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT 100;\n";
+
+/// Benchmark settings, from the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Concurrent connections (wrk) and clients (pgbench).
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Seconds measured per scenario, after the warm-up.
+    #[arg(long, default_value_t = 15)]
+    seconds: u32,
+    /// Seconds of warm-up per scenario.
+    #[arg(long, default_value_t = 3)]
+    warmup: u32,
+}
+
+/// One measured scenario.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    requests_per_sec: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    errors: u64,
+    peak_rss_mb: Option<f64>,
+}
+
+pub fn run_bench(options: &Options) -> anyhow::Result<()> {
+    let wrk = which("wrk")
+        .context("wrk was not found: install it (Debian/Ubuntu: `sudo apt-get install wrk`)")?;
+    step("building the release binary and the web client");
+    run(cargo().args(["build", "--release", "--package", "api", "--locked"]))?;
+    web::build(false)?;
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out)?;
+    let cluster = Cluster::throwaway("bench")?;
+    let database = "bench";
+    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
+    let url = cluster.url(database);
+    let binary = target_dir().join("release/api");
+    run(Command::new(&binary)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("APP_PROFILE", "prod"))?;
+    cluster.psql(
+        database,
+        &["-c", &format!("INSERT INTO data (notes, greeting) SELECT 'seed ' || i, 'hello' FROM generate_series(1, {ROWS}) AS i")],
+    )?;
+
+    step("cold start: exec to the first 200 from /health, 10 times");
+    let cold_start = cold_start(&binary, &url)?;
+    status(&format!(
+        "cold start median {:.1} ms",
+        cold_start.as_secs_f64() * 1000.0
+    ));
+
+    let port = free_port()?;
+    let log = std::fs::File::create(out.join("api.log"))?;
+    let mut api = Command::new(&binary)
+        .arg("serve")
+        .current_dir(project_root())
+        .env("DATABASE_URL", &url)
+        .env("APP_PROFILE", "prod")
+        .env("APP_SERVER__PORT", port.to_string())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the api")?;
+    let api_pid = api.id();
+    wait_for_health(port)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let largest = largest_asset(&project_root().join("web/dist"))?;
+    let post_script = out.join("post.lua");
+    std::fs::write(
+        &post_script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"notes\":\"bench note\",\"greeting\":\"bench greeting\"}'\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
+
+    let scenarios: Vec<(&str, String, Option<&Path>, bool)> = vec![
+        (
+            "POST /data",
+            format!("{base}/data"),
+            Some(post_script.as_path()),
+            false,
+        ),
+        ("GET /data?n=10", format!("{base}/data?n=10"), None, false),
+        ("GET /data?n=100", format!("{base}/data?n=100"), None, false),
+        ("GET / (br)", format!("{base}/"), None, true),
+        (&largest.0, format!("{base}/{}", largest.1), None, true),
+    ];
+    let mut api_figures = Vec::new();
+    for (name, target, script, compressed) in &scenarios {
+        step(&format!("wrk: {name}"));
+        let warm = wrk_command(&wrk, options, options.warmup, target, *script, *compressed);
+        let _ = run_quiet(warm);
+        reset_peak_rss(api_pid);
+        let output = run_quiet(wrk_command(
+            &wrk,
+            options,
+            options.seconds,
+            target,
+            *script,
+            *compressed,
+        ))?;
+        let mut figures = parse_wrk(&output)?;
+        figures.peak_rss_mb = peak_rss_mb(api_pid);
+        status(&format!(
+            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB",
+            figures.requests_per_sec,
+            figures.p50_ms.unwrap_or_default(),
+            figures.p99_ms.unwrap_or_default(),
+            figures.errors,
+            figures.peak_rss_mb.unwrap_or_default()
+        ));
+        api_figures.push(((*name).to_owned(), figures));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &api_pid.to_string()])
+        .status();
+    let _ = api.wait();
+
+    let pgbench_bin = cluster.bin_dir().join("pgbench");
+    let mut ceilings = Vec::new();
+    for (name, sql) in [
+        ("INSERT", INSERT_SQL),
+        ("SELECT … LIMIT 10", SELECT_10_SQL),
+        ("SELECT … LIMIT 100", SELECT_100_SQL),
+    ] {
+        step(&format!("pgbench: {name}"));
+        let script = out.join(format!("pgbench-{}.sql", ceilings.len()));
+        std::fs::write(&script, sql)?;
+        let _ = pgbench(
+            &pgbench_bin,
+            &cluster,
+            database,
+            &script,
+            options,
+            options.warmup,
+        );
+        let tps = pgbench(
+            &pgbench_bin,
+            &cluster,
+            database,
+            &script,
+            options,
+            options.seconds,
+        )?;
+        status(&format!("{name}: {tps:.0} transactions/s"));
+        ceilings.push(tps);
+    }
+
+    print_table(&api_figures, &ceilings, cold_start, options);
+    let json = json!({
+        "machine": machine(),
+        "connections": options.connections,
+        "seconds": options.seconds,
+        "rows_loaded": ROWS,
+        "cold_start_ms_median": cold_start.as_secs_f64() * 1000.0,
+        "scenarios": api_figures.iter().enumerate().map(|(i, (name, f))| json!({
+            "name": name,
+            "requests_per_sec": f.requests_per_sec,
+            "p50_ms": f.p50_ms,
+            "p99_ms": f.p99_ms,
+            "errors": f.errors,
+            "peak_rss_mb": f.peak_rss_mb,
+            "pgbench_tps": ceilings.get(i),
+            "ratio_to_pgbench": ceilings.get(i).map(|tps| f.requests_per_sec / tps),
+        })).collect::<Vec<_>>(),
+    });
+    let path = out.join("latest.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    status(&format!("written to {}", path.display()));
+    Ok(())
+}
+
+fn wrk_command(
+    wrk: &Path,
+    options: &Options,
+    seconds: u32,
+    target: &str,
+    script: Option<&Path>,
+    compressed: bool,
+) -> Command {
+    let mut command = Command::new(wrk);
+    command.args([
+        "--latency",
+        "-t2",
+        &format!("-c{}", options.connections),
+        &format!("-d{seconds}s"),
+        "--timeout",
+        "5s",
+    ]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    if compressed {
+        command.args(["-H", "Accept-Encoding: br, gzip"]);
+    }
+    command.arg(target);
+    command
+}
+
+fn pgbench(
+    bin: &Path,
+    cluster: &Cluster,
+    database: &str,
+    script: &Path,
+    options: &Options,
+    seconds: u32,
+) -> anyhow::Result<f64> {
+    let mut command = Command::new(bin);
+    command
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .arg(format!("-c{}", options.connections))
+        .arg(format!("-T{seconds}"))
+        .arg("-f")
+        .arg(script)
+        .arg(cluster.url(database));
+    let output = run_quiet(command)?;
+    output
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("tps = ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .context("pgbench printed no tps")
+}
+
+fn run_quiet(mut command: Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
+    if !output.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            command.get_program(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Reads wrk's `--latency` report.
+fn parse_wrk(output: &str) -> anyhow::Result<Figures> {
+    let mut figures = Figures::default();
+    for line in output.lines().map(str::trim) {
+        if let Some(rate) = line.strip_prefix("Requests/sec:") {
+            figures.requests_per_sec = rate.trim().parse().context("wrk's Requests/sec")?;
+        } else if let Some(latency) = line.strip_prefix("50%") {
+            figures.p50_ms = parse_duration_ms(latency.trim());
+        } else if let Some(latency) = line.strip_prefix("99%") {
+            figures.p99_ms = parse_duration_ms(latency.trim());
+        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            figures.errors += count.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(errors) = line.strip_prefix("Socket errors:") {
+            figures.errors += errors
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    if figures.requests_per_sec == 0.0 {
+        bail!("wrk printed no rate:\n{output}");
+    }
+    Ok(figures)
+}
+
+/// `812.00us`, `1.23ms`, `2.00s` as milliseconds.
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(number / 1000.0),
+        "ms" => Some(number),
+        "s" => Some(number * 1000.0),
+        "m" => Some(number * 60_000.0),
+        _ => None,
+    }
+}
+
+/// The largest precompressed-capable file of the client, as a scenario.
+fn largest_asset(dist: &Path) -> anyhow::Result<(String, String)> {
+    let mut largest: Option<(u64, String)> = None;
+    for entry in std::fs::read_dir(dist).with_context(|| format!("reading {}", dist.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".br") || name.ends_with(".gz") {
+            continue;
+        }
+        let size = entry.metadata()?.len();
+        if largest.as_ref().is_none_or(|(biggest, _)| size > *biggest) {
+            largest = Some((size, name));
+        }
+    }
+    let (_, name) = largest.context("web/dist is empty")?;
+    Ok((format!("GET /{} (br)", short_name(&name)), name))
+}
+
+fn short_name(name: &str) -> String {
+    match name.rsplit_once('.') {
+        Some((_, ext)) => format!("largest asset .{ext}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Median time from exec of `api serve` to its first 200 from `/health`.
+fn cold_start(binary: &Path, url: &str) -> anyhow::Result<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let port = free_port()?;
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .current_dir(project_root())
+            .env("DATABASE_URL", url)
+            .env("APP_PROFILE", "prod")
+            .env("APP_LOG__FILTER", "warn")
+            .env("APP_SERVER__PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        loop {
+            if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
+                times.push(started.elapsed());
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                bail!("the api did not answer /health within 30 s");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn wait_for_health(port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the api did not answer /health within 30 s")
+}
+
+/// Resets the kernel's peak-RSS counter of a process (Linux).
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// The peak resident set size since the last reset, in MB (Linux).
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn print_table(
+    api: &[(String, Figures)],
+    ceilings: &[f64],
+    cold_start: Duration,
+    options: &Options,
+) {
+    println!();
+    println!(
+        "{} connections, {} s per scenario, {ROWS} rows loaded; {}",
+        options.connections,
+        options.seconds,
+        machine()
+    );
+    println!(
+        "| {:<30} | {:>9} | {:>8} | {:>8} | {:>6} | {:>8} | {:>9} | {:>9} |",
+        "scenario", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB", "pgbench/s", "API÷pgb"
+    );
+    println!(
+        "|{:-<32}|{:->11}|{:->10}|{:->10}|{:->8}|{:->10}|{:->11}|{:->11}|",
+        "", "", "", "", "", "", "", ""
+    );
+    for (i, (name, f)) in api.iter().enumerate() {
+        let (ceiling, ratio) = match ceilings.get(i) {
+            Some(tps) => (
+                format!("{tps:.0}"),
+                format!("{:.2}", f.requests_per_sec / tps),
+            ),
+            None => ("".to_owned(), "".to_owned()),
+        };
+        println!(
+            "| {:<30} | {:>9.0} | {:>8.2} | {:>8.2} | {:>6} | {:>8.1} | {:>9} | {:>9} |",
+            name,
+            f.requests_per_sec,
+            f.p50_ms.unwrap_or_default(),
+            f.p99_ms.unwrap_or_default(),
+            f.errors,
+            f.peak_rss_mb.unwrap_or_default(),
+            ceiling,
+            ratio
+        );
+    }
+    println!(
+        "cold start (exec to first 200 from /health, median of 10): {:.1} ms",
+        cold_start.as_secs_f64() * 1000.0
+    );
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{cores} cores, {cpu}")
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
+}
