@@ -59,7 +59,7 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     let cluster = Cluster::throwaway("bench")?;
     let database = "bench";
-    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
+    cluster.create_database(database)?;
     let url = cluster.url(database);
     let binary = target_dir().join("release/api");
     run(Command::new(&binary)

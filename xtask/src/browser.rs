@@ -22,11 +22,7 @@ const CHROMIUM_CANDIDATES: &[&str] = &[
 pub fn test(cluster: &Cluster) -> anyhow::Result<()> {
     let chromium = find_chromium()?;
     let database = format!("browser_{}", std::process::id());
-    cluster.psql(
-        "postgres",
-        &["-c", &format!("DROP DATABASE IF EXISTS {database}")],
-    )?;
-    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
+    cluster.create_database(&database)?;
     let out = target_dir().join("browser");
     std::fs::create_dir_all(&out)?;
     let web_dir = project_root().join("web/dist");

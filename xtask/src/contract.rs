@@ -24,11 +24,7 @@ const DEFAULT_SEED: &str = "20261126";
 pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
     let schemathesis = ensure_schemathesis()?;
     let database = format!("contract_{}", std::process::id());
-    cluster.psql(
-        "postgres",
-        &["-c", &format!("DROP DATABASE IF EXISTS {database}")],
-    )?;
-    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
+    cluster.create_database(&database)?;
     let out = target_dir().join("contract");
     std::fs::create_dir_all(&out)?;
     let api = ApiProcess::start(&cluster.url(&database), &out.join("api.log"), &[])?;

@@ -163,6 +163,15 @@ impl Cluster {
         run(&mut command)
     }
 
+    /// Creates an empty database, dropping any earlier one of that name.
+    pub fn create_database(&self, name: &str) -> anyhow::Result<()> {
+        self.psql(
+            "postgres",
+            &["-c", &format!("DROP DATABASE IF EXISTS {name}")],
+        )?;
+        self.psql("postgres", &["-c", &format!("CREATE DATABASE {name}")])
+    }
+
     /// Runs one SQL statement and returns psql's unaligned output.
     pub fn query(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let output = Command::new(self.bin.join("psql"))

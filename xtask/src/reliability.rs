@@ -144,14 +144,6 @@ fn is_problem(reply: &Reply) -> bool {
     reply.content_type.as_deref() == Some("application/problem+json")
 }
 
-fn create_database(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
-    cluster.psql(
-        "postgres",
-        &["-c", &format!("DROP DATABASE IF EXISTS {name}")],
-    )?;
-    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {name}")])
-}
-
 /// Runs both scenarios on their own cluster (the outage stops it).
 pub fn run() -> anyhow::Result<()> {
     let out = target_dir().join("reliability");
@@ -174,7 +166,7 @@ pub fn run() -> anyhow::Result<()> {
 fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     step("reliability: PostgreSQL stopped and restarted under write load");
     let database = "reliability_outage";
-    create_database(cluster, database)?;
+    cluster.create_database(database)?;
     let timeout = ACQUIRE_TIMEOUT_SECS.to_string();
     let api = ApiProcess::start(
         &cluster.url(database),
@@ -303,7 +295,7 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
 fn shutdown(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     step("reliability: SIGTERM under write load");
     let database = "reliability_shutdown";
-    create_database(cluster, database)?;
+    cluster.create_database(database)?;
     let grace = GRACE_SECS.to_string();
     let mut api = ApiProcess::start(
         &cluster.url(database),

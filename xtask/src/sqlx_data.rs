@@ -62,11 +62,7 @@ pub fn check(cluster: &Cluster) -> anyhow::Result<()> {
 /// returns the metadata files the macros wrote, by name.
 fn generate(cluster: &Cluster) -> anyhow::Result<BTreeMap<String, String>> {
     let database = format!("sqlx_prepare_{}", std::process::id());
-    cluster.psql(
-        "postgres",
-        &["-c", &format!("DROP DATABASE IF EXISTS {database}")],
-    )?;
-    cluster.psql("postgres", &["-c", &format!("CREATE DATABASE {database}")])?;
+    cluster.create_database(&database)?;
     for migration in migrations()? {
         let path = migration.to_string_lossy();
         cluster.psql(&database, &["-1", "-f", &path])?;
