@@ -45,6 +45,13 @@ pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
         .env("NO_COLOR", "1"))
 }
 
+/// The Python of `target/tools-venv`, which holds schemathesis and PyYAML
+/// (a schemathesis dependency), installed when missing.
+pub fn tools_python() -> anyhow::Result<PathBuf> {
+    let schemathesis = ensure_schemathesis()?;
+    Ok(schemathesis.with_file_name("python"))
+}
+
 /// The schemathesis executable, installed into `target/tools-venv` when
 /// missing.
 fn ensure_schemathesis() -> anyhow::Result<PathBuf> {

@@ -6,8 +6,10 @@
 
 mod bench;
 mod browser;
+mod bundle;
 mod contract;
 mod postgres;
+mod rehearse;
 mod reliability;
 mod service;
 mod sqlx_data;
@@ -46,6 +48,11 @@ enum Task {
     /// Benchmark the release binary against pgbench; prints a table and
     /// writes target/bench/latest.json.
     Bench(bench::Options),
+    /// Build the Elastic Beanstalk bundle into target/bundle/ and check it.
+    Bundle,
+    /// Do with the bundle what Elastic Beanstalk does, behind real nginx,
+    /// with a rolling redeploy under load; part of `test`.
+    Rehearse,
     /// Stop PostgreSQL and send SIGTERM under write load; part of `test`.
     Reliability,
     /// Rewrite openapi.json from the code.
@@ -79,6 +86,8 @@ impl Task {
             Task::Test => test(),
             Task::Web { force } => web::build(force),
             Task::Reliability => reliability::run(),
+            Task::Bundle => bundle::build().map(|_| ()),
+            Task::Rehearse => rehearse::run_rehearsal(),
             Task::Bench(options) => bench::run_bench(&options),
             Task::Openapi => openapi(),
             Task::SqlxPrepare => sqlx_data::prepare(),
@@ -127,6 +136,7 @@ fn test() -> anyhow::Result<()> {
     step("fuzzing the running service from openapi.json (schemathesis)");
     contract::fuzz(&cluster)?;
     reliability::run()?;
+    rehearse::run_rehearsal()?;
     step("checking licenses, bans and sources of the dependencies (cargo deny)");
     web::ensure_cargo_tool("cargo-deny", "cargo-deny", CARGO_DENY_VERSION, true)?;
     run(cargo().args([
