@@ -40,5 +40,7 @@ test('first visit: transfer size and time to interactive', async ({ page, browse
   fs.writeFileSync(path.join(out, 'web-metrics.json'), JSON.stringify(figures, null, 2));
   await fresh.screenshot({ path: path.join(out, 'screenshot.png'), fullPage: true });
   expect(resources.length).toBeGreaterThan(2);
+  // The budget for a first visit; a size, not a timing.
+  expect(total).toBeLessThanOrEqual(150 * 1024);
   await context.close();
 });

@@ -204,6 +204,11 @@ impl Settings {
             )
     }
 
+    /// The built-in defaults alone: no file, no environment (for tests).
+    pub fn defaults_figment() -> Figment {
+        Figment::new().merge(Toml::string(DEFAULTS).nested())
+    }
+
     /// Extracts and checks the settings of `profile` from `figment`.
     pub fn from_figment(profile: Profile, figment: Figment) -> Result<Settings, ConfigError> {
         let figment = figment.select(profile.name());
@@ -251,6 +256,19 @@ impl Settings {
         }
         if database.acquire_timeout_secs == 0 {
             return refuse("database.acquire_timeout_secs", "must be at least 1");
+        }
+        for origin in &self.cors.allowed_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.bytes().all(|byte| byte.is_ascii_graphic());
+            if !valid {
+                return refuse(
+                    "cors.allowed_origins",
+                    &format!(
+                        "holds {origin:?}: each must be an origin like \"https://example.com\" (no wildcard, no path)"
+                    ),
+                );
+            }
         }
         if self.server.request_timeout_secs == 0 {
             return refuse("server.request_timeout_secs", "must be at least 1");
@@ -408,6 +426,30 @@ mod tests {
                 message.contains("APP_DATABASE__MAX_CONNECTIONS"),
                 "{message}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_wildcard_or_malformed_cors_origin_is_refused() {
+        for origins in [
+            r#"["*"]"#,
+            r#"["example.com"]"#,
+            r#"["https://example.com/"]"#,
+        ] {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env("APP_CORS__ALLOWED_ORIGINS", origins);
+                let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+                assert!(message.contains("cors.allowed_origins"), "{message}");
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("APP_CORS__ALLOWED_ORIGINS", r#"["https://example.com"]"#);
+            let settings = load_in(jail, Profile::Local).expect("a valid origin loads");
+            assert_eq!(settings.cors.allowed_origins, ["https://example.com"]);
             Ok(())
         });
     }

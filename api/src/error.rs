@@ -34,6 +34,9 @@ pub enum ApiError {
     /// Body fields that break the rules of an entry.
     #[error("one or more fields are invalid")]
     InvalidFields(Vec<FieldError>),
+    /// No resource at this path (with what was looked for).
+    #[error("{0}")]
+    NotFound(String),
     /// Query parameters out of range or malformed.
     #[error("one or more query parameters are invalid")]
     InvalidQuery(Vec<FieldError>),
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,6 +75,7 @@ impl ApiError {
             }
             ApiError::InvalidFields(_) => ("/problems/invalid-fields", "Invalid fields"),
             ApiError::InvalidQuery(_) => ("/problems/invalid-query", "Invalid query parameters"),
+            ApiError::NotFound(_) => ("about:blank", "Not Found"),
             ApiError::DatabaseUnavailable(_) => {
                 ("/problems/database-unavailable", "Database unavailable")
             }

@@ -131,10 +131,12 @@ pub async fn serve(State(state): State<AppState>, mut request: Request) -> Respo
         .precompressed_gzip()
         .append_index_html_on_directories(false);
     let mut response = files.clone().oneshot(request).await.into_response();
-    let mut serves_page = is_page;
-    if response.status() == StatusCode::NOT_FOUND {
-        // A path with a file extension is a missing file; anything else is a
-        // route of the client-side app, which index.html handles.
+    // A miss: no such file, or a name the file system refuses (too long,
+    // NUL), which ServeDir reports as a 500.
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND || status.is_server_error() {
+        // A last segment with a dot names a missing file; anything else is
+        // a route of the client-side app, which index.html handles.
         if name.contains('.') {
             return problem_response(&plain_problem(
                 StatusCode::NOT_FOUND,
@@ -145,11 +147,16 @@ pub async fn serve(State(state): State<AppState>, mut request: Request) -> Respo
             .body(axum::body::Body::empty())
             .expect("a static request is valid");
         response = files.oneshot(index).await.into_response();
-        serves_page = true;
     }
+    // Decided on what is served, not on the path, so no spelling of a path
+    // (`/index%2Ehtml`) yields the page without its policy.
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if serves_page {
+    if is_html {
         headers.insert(header::CACHE_CONTROL, NO_CACHE);
         headers.insert(header::CONTENT_SECURITY_POLICY, web.csp.clone());
     } else if is_hashed(&name) {

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use crate::postgres::{Cluster, free_port};
-use crate::service::{send, target_dir};
+use crate::service::{Terminating, send, target_dir, without_app_settings};
 use crate::{cargo, project_root, run, status, step, web};
 
 /// Rows loaded before measuring, as the issue asks.
@@ -62,7 +62,9 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     cluster.create_database(database)?;
     let url = cluster.url(database);
     let binary = target_dir().join("release/api");
-    run(Command::new(&binary)
+    let mut migrate = Command::new(&binary);
+    without_app_settings(&mut migrate);
+    run(migrate
         .arg("migrate")
         .env("DATABASE_URL", &url)
         .env("APP_PROFILE", "prod"))?;
@@ -80,7 +82,9 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
 
     let port = free_port()?;
     let log = std::fs::File::create(out.join("api.log"))?;
-    let mut api = Command::new(&binary)
+    let mut serve = Command::new(&binary);
+    without_app_settings(&mut serve);
+    let api = serve
         .arg("serve")
         .current_dir(project_root())
         .env("DATABASE_URL", &url)
@@ -90,7 +94,8 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
         .stderr(log)
         .spawn()
         .context("starting the api")?;
-    let api_pid = api.id();
+    let api = Terminating(api);
+    let api_pid = api.0.id();
     wait_for_health(port)?;
     let base = format!("http://127.0.0.1:{port}");
     let largest = largest_asset(&project_root().join("web/dist"))?;
@@ -139,10 +144,7 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
         ));
         api_figures.push(((*name).to_owned(), figures));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &api_pid.to_string()])
-        .status();
-    let _ = api.wait();
+    drop(api);
 
     let pgbench_bin = cluster.bin_dir().join("pgbench");
     let mut ceilings = Vec::new();
@@ -335,7 +337,9 @@ fn cold_start(binary: &Path, url: &str) -> anyhow::Result<Duration> {
     for _ in 0..10 {
         let port = free_port()?;
         let started = Instant::now();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        without_app_settings(&mut command);
+        let mut child = command
             .arg("serve")
             .current_dir(project_root())
             .env("DATABASE_URL", url)

@@ -96,6 +96,8 @@ impl Task {
 }
 
 fn run_app() -> anyhow::Result<()> {
+    // Build first: a failed or interrupted build leaves no database running.
+    web::build(false)?;
     let mut serve = cargo();
     serve.args(["run", "--package", "api", "--", "serve"]);
     let cluster = match std::env::var_os("DATABASE_URL") {
@@ -105,7 +107,6 @@ fn run_app() -> anyhow::Result<()> {
     if let Some(cluster) = &cluster {
         serve.env("DATABASE_URL", cluster.url("postgres"));
     }
-    web::build(false)?;
     status("building and starting the api on http://127.0.0.1:5000 (Ctrl-C stops it)");
     let served = run(&mut serve);
     if let Some(cluster) = cluster.filter(Cluster::started_here) {

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
 use crate::postgres::{Cluster, free_port};
-use crate::service::{Reply, send, target_dir};
+use crate::service::{Reply, send, target_dir, without_app_settings};
 use crate::{bundle, contract, run, status, step};
 
 /// Writers posting through nginx during the rolling redeploy.
@@ -36,7 +36,9 @@ impl Instance {
         log: &Path,
     ) -> anyhow::Result<Instance> {
         let log = std::fs::File::create(log)?;
-        let child = Command::new("sh")
+        let mut command = Command::new("sh");
+        without_app_settings(&mut command);
+        let child = command
             .args(["-c", &format!("exec {web}")])
             .current_dir(stage)
             .envs(

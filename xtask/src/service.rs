@@ -18,8 +18,8 @@ const STARTUP: Duration = Duration::from_secs(60);
 /// A running `api serve`, killed when dropped.
 #[derive(Debug)]
 pub struct ApiProcess {
-    /// The child process.
-    child: Child,
+    /// The child process, stopped with SIGTERM when dropped.
+    child: Terminating,
     /// Port it listens on (127.0.0.1).
     pub port: u16,
 }
@@ -38,6 +38,7 @@ impl ApiProcess {
         let log =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(target_dir().join("debug/api"));
+        without_app_settings(&mut command);
         command
             .arg("serve")
             .current_dir(project_root())
@@ -49,7 +50,7 @@ impl ApiProcess {
         for (key, value) in settings {
             command.env(key, value);
         }
-        let child = command.spawn().context("starting the api")?;
+        let child = Terminating(command.spawn().context("starting the api")?);
         let process = ApiProcess { child, port };
         process.wait_until_healthy()?;
         Ok(process)
@@ -77,20 +78,37 @@ impl ApiProcess {
     /// Sends SIGTERM and waits for the exit; returns it and how long it took.
     pub fn terminate(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
         let started = Instant::now();
-        let pid = self.child.id().to_string();
+        let pid = self.child.0.id().to_string();
         run(Command::new("kill").args(["-TERM", &pid]))?;
-        let exit = self.child.wait()?;
+        let exit = self.child.0.wait()?;
         Ok((exit, started.elapsed()))
     }
 }
 
-impl Drop for ApiProcess {
+/// Removes the service's settings inherited from the developer's environment
+/// (or `.env`), so a child gets exactly the settings it is given: an
+/// `APP_DATABASE__URL` there would otherwise beat the test's `DATABASE_URL`.
+pub fn without_app_settings(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("APP_") || matches!(name.as_ref(), "DATABASE_URL" | "PORT" | "RUST_LOG")
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+}
+
+/// SIGTERMs a child process and waits for it when dropped.
+#[derive(Debug)]
+pub struct Terminating(pub Child);
+
+impl Drop for Terminating {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        if matches!(self.0.try_wait(), Ok(None)) {
             let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
+                .args(["-TERM", &self.0.id().to_string()])
                 .status();
-            let _ = self.child.wait();
+            let _ = self.0.wait();
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{
@@ -94,6 +94,39 @@ pub async fn list_data(
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(DataList { items }))
+}
+
+/// Returns one stored entry: where `POST /data`'s `Location` points.
+#[utoipa::path(
+    get,
+    path = "/data/{id}",
+    tag = "data",
+    params(("id" = i64, Path, description = "Identifier of a stored entry, from `POST /data`")),
+    responses(
+        (status = 200, description = "The entry", body = DataRecord),
+        (status = 404, description = "No entry has this id (or the id is not an integer)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_data(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DataRecord>, ApiError> {
+    let missing = || ApiError::NotFound(format!("No entry has the id {id:?}."));
+    let Ok(number) = id.parse::<i64>() else {
+        return Err(missing());
+    };
+    sqlx::query_as!(
+        DataRecord,
+        "SELECT id, notes, greeting, created_at FROM data WHERE id = $1",
+        number,
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .map(Json)
+    .ok_or_else(missing)
 }
 
 /// Reads `n` from a raw query string. Other parameters are ignored, but `n`

@@ -34,11 +34,16 @@ pub async fn health() -> Json<HealthStatus> {
     tag = "health",
     responses(
         (status = 200, description = "The process serves and the database answers", body = HealthStatus),
-        (status = 500, description = "Unexpected database answer", body = domain::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = domain::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server failure", body = domain::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable or refuses the service", body = domain::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
-    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    // Any database failure (unreachable, refused credentials, missing
+    // database) means "not ready": a 503 the orchestrator understands.
+    sqlx::query("SELECT 1")
+        .execute(&state.pool)
+        .await
+        .map_err(ApiError::DatabaseUnavailable)?;
     Ok(Json(HealthStatus { status: "ok" }))
 }

@@ -43,9 +43,10 @@ async fn output(command: &mut Command) -> (bool, String, String) {
     )
 }
 
-/// `DATABASE_URL` pointed at the test's own database, with `password` in it
-/// when it has none (the test cluster trusts local connections).
-fn database_url(pool: &PgPool, password: &str) -> String {
+/// `DATABASE_URL` pointed at the test's own database, and the password in
+/// it: the URL's own when it has one, else `password`, inserted (the test
+/// cluster trusts local connections, so any password connects).
+fn database_url(pool: &PgPool, password: &str) -> (String, String) {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
     let database = pool
         .connect_options()
@@ -57,12 +58,21 @@ fn database_url(pool: &PgPool, password: &str) -> String {
         .split_once('?')
         .map_or((rest, None), |(a, b)| (a, Some(b)));
     let (authority, _) = rest.split_once('/').unwrap_or((rest, ""));
-    let authority = match authority.split_once('@') {
-        Some((user, host)) if !user.contains(':') => format!("{user}:{password}@{host}"),
-        _ => authority.to_owned(),
+    let (authority, secret) = match authority.split_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((_, own)) if !own.is_empty() => (authority.to_owned(), own.to_owned()),
+            _ => (
+                format!("{}:{password}@{host}", user.trim_end_matches(':')),
+                password.to_owned(),
+            ),
+        },
+        None => (
+            format!("postgres:{password}@{authority}"),
+            password.to_owned(),
+        ),
     };
     let query = query.map(|query| format!("?{query}")).unwrap_or_default();
-    format!("{scheme}://{authority}/{database}{query}")
+    (format!("{scheme}://{authority}/{database}{query}"), secret)
 }
 
 #[tokio::test]
@@ -147,10 +157,14 @@ fn follow_output(
 
 #[sqlx::test(migrations = false)]
 async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
-    let password = "pw-that-must-never-be-logged";
+    let (url, password) = database_url(&pool, "pw-that-must-never-be-logged");
+    assert!(
+        url.contains(&password),
+        "the password is in the URL under test"
+    );
     let mut child = api()
         .arg("serve")
-        .env("DATABASE_URL", database_url(&pool, password))
+        .env("DATABASE_URL", &url)
         .env("APP_SERVER__PORT", "0")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
@@ -193,7 +207,7 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
     assert!(exit.success(), "{exit}");
     assert!(log.iter().any(|line| line.contains("stopped")), "{log:?}");
     assert!(
-        log.iter().all(|line| !line.contains(password)),
+        log.iter().all(|line| !line.contains(&password)),
         "the password leaked: {log:?}"
     );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")

@@ -29,6 +29,30 @@ async fn storing_an_entry_answers_201_with_its_location_and_record(pool: PgPool)
     assert_eq!(parsed.offset().local_minus_utc(), 0, "UTC: {created_at}");
     assert!(created_at.ends_with('Z'), "{created_at}");
     assert_eq!(app.stored_rows().await, 1);
+    let fetched = app.get(&format!("/data/{id}")).await;
+    assert_eq!(
+        fetched.status,
+        StatusCode::OK,
+        "Location points at the record"
+    );
+    assert_eq!(fetched.json(), record);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn an_unknown_or_malformed_id_is_a_404_problem(pool: PgPool) {
+    let app = TestApp::new(pool);
+    app.store("n", "g").await;
+
+    for path in [
+        "/data/999",
+        "/data/0",
+        "/data/-1",
+        "/data/abc",
+        "/data/1.5",
+        "/data/99999999999999999999",
+    ] {
+        app.get(path).await.assert_problem(StatusCode::NOT_FOUND);
+    }
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]

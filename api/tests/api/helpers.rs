@@ -12,9 +12,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 
-/// Settings of the `test` profile, from the built-in defaults and environment.
+/// Settings of the `test` profile from the built-in defaults alone, so the
+/// developer's environment or `.env` cannot change what the tests see.
 pub fn test_settings() -> Settings {
-    Settings::from_figment(Profile::Test, Settings::figment(None)).expect("test settings load")
+    Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("test settings load")
 }
 
 /// Logs to the terminal only when `TEST_LOG` is set.

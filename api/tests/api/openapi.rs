@@ -55,5 +55,8 @@ fn every_operation_documents_success_client_and_server_errors() {
             }
         }
     }
-    assert_eq!(operations, 4, "POST and GET /data, /health, /health/ready");
+    assert_eq!(
+        operations, 5,
+        "POST and GET /data, GET /data/{{id}}, /health, /health/ready"
+    );
 }

@@ -136,3 +136,37 @@ async fn client_routes_get_the_page_and_api_paths_keep_their_json_404(pool: PgPo
     post.assert_problem(StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(app.stored_rows().await, 0);
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn no_spelling_of_a_path_escapes_the_policy_or_causes_a_500(pool: PgPool) {
+    let app = app_with_web(pool, "spellings");
+    let long_name = format!("/{}", "a".repeat(300));
+
+    let encoded = app.get("/index%2Ehtml").await;
+    let too_long = app.get(&long_name).await;
+    let with_nul = app
+        .send(
+            Request::head("/a%00b")
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await;
+
+    assert_eq!(encoded.status, StatusCode::OK);
+    assert!(
+        encoded.header("content-security-policy").is_some(),
+        "the policy follows the HTML, not the path"
+    );
+    assert_eq!(
+        too_long.status,
+        StatusCode::OK,
+        "a name the file system refuses is a client route"
+    );
+    assert!(too_long.header("content-security-policy").is_some());
+    assert!(
+        with_nul.status.is_success() || with_nul.status == StatusCode::NOT_FOUND,
+        "{}",
+        with_nul.status
+    );
+    assert_eq!(encoded.header("x-frame-options"), Some("DENY"));
+}
