@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::startup::{Application, shutdown_signal};
-use crate::{db, openapi, telemetry};
+use crate::{db, openapi, rds, telemetry};
 
 /// Notes and greetings API: an axum service on PostgreSQL.
 ///
@@ -31,6 +31,28 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (JSON) and exit.
     Openapi,
+    /// The RDS instance: create it, or report on it.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+/// `api db …`.
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create the RDS instance of the `rds` settings unless it exists, wait
+    /// until it is available, and print its endpoint. Idempotent.
+    Provision {
+        /// Print the result as JSON on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report on the RDS instance without changing anything; exits non-zero
+    /// when it does not exist.
+    Status {
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Cli {
@@ -41,11 +63,38 @@ impl Cli {
                 print!("{}", openapi::to_pretty_json());
                 Ok(())
             }
+            Command::Db(command) => {
+                let settings = load_settings()?;
+                let config = rds::sdk_config(&settings.rds).await?;
+                let client = aws_sdk_rds::Client::new(&config);
+                let (report, json) = match command {
+                    DbCommand::Provision { json } => {
+                        let mut progress = Progress::new();
+                        let report =
+                            rds::provision(&client, &settings.rds, &mut |status, elapsed| {
+                                progress.status(status, elapsed)
+                            })
+                            .await;
+                        progress.finish();
+                        (report?, json)
+                    }
+                    DbCommand::Status { json } => {
+                        let id = settings
+                            .rds
+                            .instance_id
+                            .as_deref()
+                            .ok_or(rds::RdsError::NoInstanceId)?;
+                        let instance = rds::existing(&client, id).await?;
+                        (rds::InstanceReport::of(&instance, false), json)
+                    }
+                };
+                print_report(&report, json)
+            }
             Command::Migrate => {
                 let settings = load_settings()?;
                 telemetry::init(&settings.log)?;
-                let options = db::connect_options(&settings.database)?;
-                let pool = db::pool(&settings.database, options);
+                let connection = db::connection(&settings).await?;
+                let pool = db::pool(&settings.database, connection.options);
                 db::migrate(&pool).await?;
                 tracing::info!("migrations applied");
                 Ok(())
@@ -63,6 +112,96 @@ impl Cli {
             }
         }
     }
+}
+
+/// Prints an instance report for people, or as JSON for pipelines.
+fn print_report(report: &rds::InstanceReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let endpoint = report.endpoint.as_ref().map_or_else(
+        || "(none yet)".to_owned(),
+        |endpoint| format!("{}:{}", endpoint.host, endpoint.port),
+    );
+    println!("instance   {}", report.instance_id);
+    println!("status     {}", report.status);
+    println!("endpoint   {endpoint}");
+    println!("database   {}", report.db_name.as_deref().unwrap_or("-"));
+    println!(
+        "created    {}",
+        if report.created {
+            "yes, by this run"
+        } else {
+            "no, it existed"
+        }
+    );
+    println!(
+        "security   IAM auth {}, public {}, encrypted {}, master secret {}",
+        report.iam_auth,
+        report.publicly_accessible,
+        report.storage_encrypted,
+        report.master_secret_arn.as_deref().unwrap_or("-")
+    );
+    Ok(())
+}
+
+/// Waiting progress on stderr: status changes with the time waited; on a
+/// terminal a spinner keeps the elapsed time moving in between.
+struct Progress {
+    /// The spinner's task and what it shows, on a terminal only.
+    ticker: Option<(
+        tokio::task::JoinHandle<()>,
+        std::sync::Arc<std::sync::Mutex<String>>,
+    )>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        use std::io::IsTerminal as _;
+        if !std::io::stderr().is_terminal() {
+            return Progress { ticker: None };
+        }
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let line = std::sync::Arc::clone(&shown);
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let frames = ['|', '/', '-', '\\'];
+            for frame in frames.iter().cycle() {
+                let status = line.lock().map(|status| status.clone()).unwrap_or_default();
+                if !status.is_empty() {
+                    eprint!("\r{frame} {status} ({})   ", elapsed(started.elapsed()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
+        Progress {
+            ticker: Some((task, shown)),
+        }
+    }
+
+    fn status(&mut self, status: &str, waited: std::time::Duration) {
+        if let Some((_, shown)) = &self.ticker {
+            eprintln!("\r{status} after {}        ", elapsed(waited));
+            if let Ok(mut line) = shown.lock() {
+                *line = status.to_owned();
+            }
+        } else {
+            eprintln!("rds: {status} after {}", elapsed(waited));
+        }
+    }
+
+    fn finish(self) {
+        if let Some((task, _)) = self.ticker {
+            task.abort();
+            eprintln!();
+        }
+    }
+}
+
+fn elapsed(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    format!("{}m{:02}s", secs / 60, secs % 60)
 }
 
 /// Reads `.env` (when present), then the layered settings.

@@ -38,6 +38,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     /// The compiled web client.
     pub web: WebSettings,
+    /// The RDS instance: provisioning and finding the database.
+    pub rds: RdsSettings,
 }
 
 /// `server.*` keys.
@@ -71,6 +73,60 @@ pub struct DatabaseSettings {
     pub acquire_timeout_secs: u64,
     /// Whether `serve` applies pending migrations before listening.
     pub migrate_on_start: bool,
+    /// How the service authenticates when it finds the database through
+    /// `rds.instance_id`: `iam` (short-lived tokens, the default) or
+    /// `password` (then `database.password`).
+    pub auth: DatabaseAuth,
+    /// Password for `auth = "password"` with an RDS endpoint (secret).
+    pub password: Option<SecretString>,
+    /// CA bundle that the server certificate must chain to; set, the
+    /// connection requires TLS with full verification (`verify-full`).
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+/// How the service proves who it is to PostgreSQL on RDS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseAuth {
+    /// IAM authentication tokens, refreshed before they expire.
+    Iam,
+    /// A password from `database.password`.
+    Password,
+}
+
+/// `rds.*` keys: the instance `api db provision` creates and `serve` and
+/// `migrate` connect to when `database.url` is not set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsSettings {
+    /// DB instance identifier; unset, nothing is looked up in RDS.
+    pub instance_id: Option<String>,
+    /// AWS region; unset, the SDK's default chain decides (AWS_REGION, profile).
+    pub region: Option<String>,
+    /// Database created in the instance.
+    pub db_name: String,
+    /// PostgreSQL major version, pinned.
+    pub engine_version: String,
+    /// Instance class.
+    pub instance_class: String,
+    /// Allocated storage, GiB (gp3).
+    pub storage_gib: i32,
+    /// VPC security groups; the default group of the VPC when empty.
+    pub security_group_ids: Vec<String>,
+    /// DB subnet group; the default one when unset.
+    pub subnet_group: Option<String>,
+    /// Days of automated backups.
+    pub backup_retention_days: i32,
+    /// Refuse deletion until turned off (on in `prod`).
+    pub deletion_protection: bool,
+    /// Master user; its password is created and kept by RDS in Secrets Manager.
+    pub master_username: String,
+    /// Database user the service logs in as with IAM tokens.
+    pub app_user: String,
+    /// Longest `api db provision` waits for `available`.
+    pub wait_timeout_secs: u64,
+    /// Seconds between status checks while waiting.
+    pub poll_interval_secs: u64,
 }
 
 /// `log.*` keys.

@@ -7,10 +7,11 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use sqlx::ConnectOptions as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tracing::log::LevelFilter;
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseAuth, DatabaseSettings, Settings};
+use crate::rds::{self, Endpoint, InstanceReport};
 
 /// The migrations in `migrations/`, compiled into the binary.
 ///
@@ -25,19 +26,138 @@ pub static MIGRATOR: Migrator = Migrator {
 /// Statements slower than this are logged as warnings.
 const SLOW_STATEMENT: Duration = Duration::from_millis(500);
 
-/// Reads the connection options from the settings.
-pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
-    let url = settings.url.as_ref().context(
-        "database.url is not set: set DATABASE_URL (or APP_DATABASE__URL), \
-         or use `cargo xtask run`, which starts a local PostgreSQL",
-    )?;
-    // The URL holds the password: never echo it, only say it is malformed.
-    let options = PgConnectOptions::from_str(url.expose_secret())
-        .map_err(|error| anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {error}"))?;
-    Ok(options
-        .application_name("api")
-        .log_statements(LevelFilter::Debug)
-        .log_slow_statements(LevelFilter::Warn, SLOW_STATEMENT))
+/// How the pool reaches PostgreSQL.
+#[derive(Debug)]
+pub struct Connection {
+    /// Options for new connections (with the current token, under IAM).
+    pub options: PgConnectOptions,
+    /// Set when the password is an IAM token that must be renewed.
+    pub iam: Option<IamAuth>,
+}
+
+/// What renewing an IAM token needs.
+#[derive(Debug, Clone)]
+pub struct IamAuth {
+    /// Credentials and region.
+    config: aws_config::SdkConfig,
+    /// The instance's endpoint.
+    endpoint: Endpoint,
+    /// The database user.
+    user: String,
+}
+
+impl IamAuth {
+    /// Token material for `user` at `endpoint`, signed with `config`.
+    pub fn new(config: aws_config::SdkConfig, endpoint: Endpoint, user: String) -> IamAuth {
+        IamAuth {
+            config,
+            endpoint,
+            user,
+        }
+    }
+}
+
+/// Tokens live 15 minutes; renewing every 10 leaves room for retries.
+pub const TOKEN_REFRESH: Duration = Duration::from_secs(10 * 60);
+
+/// Works out where and how to connect: `database.url` when set, else the
+/// endpoint of `rds.instance_id` with an IAM token (or a password).
+pub async fn connection(settings: &Settings) -> anyhow::Result<Connection> {
+    let database = &settings.database;
+    let (options, iam) = if let Some(url) = &database.url {
+        // The URL holds the password: never echo it, only say it is malformed.
+        let options = PgConnectOptions::from_str(url.expose_secret()).map_err(|error| {
+            anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {error}")
+        })?;
+        (options, None)
+    } else if let Some(id) = &settings.rds.instance_id {
+        let config = rds::sdk_config(&settings.rds).await?;
+        let client = aws_sdk_rds::Client::new(&config);
+        let instance = rds::existing(&client, id).await?;
+        rds::check_state(&instance)?;
+        let report = InstanceReport::of(&instance, false);
+        let endpoint = report
+            .endpoint
+            .clone()
+            .ok_or_else(|| rds::RdsError::NoEndpoint {
+                id: id.clone(),
+                status: report.status.clone(),
+            })?;
+        if database.ssl_root_cert.is_none() {
+            anyhow::bail!(
+                "database.ssl_root_cert is not set: point it (APP_DATABASE__SSL_ROOT_CERT) at the RDS CA \
+                 bundle, so the connection to {} is verified",
+                endpoint.host
+            );
+        }
+        let user = settings.rds.app_user.clone();
+        let base = PgConnectOptions::new()
+            .host(&endpoint.host)
+            .port(endpoint.port)
+            .database(report.db_name.as_deref().unwrap_or(&settings.rds.db_name))
+            .username(&user);
+        match database.auth {
+            DatabaseAuth::Iam => {
+                let token = rds::auth_token(&config, &endpoint, &user).await?;
+                let iam = IamAuth {
+                    config,
+                    endpoint,
+                    user,
+                };
+                (base.password(&token), Some(iam))
+            }
+            DatabaseAuth::Password => {
+                let password = database.password.as_ref().context(
+                    "database.auth is \"password\" but database.password (APP_DATABASE__PASSWORD) is not set",
+                )?;
+                (base.password(password.expose_secret()), None)
+            }
+        }
+    } else {
+        anyhow::bail!(
+            "database.url is not set: set DATABASE_URL (or APP_DATABASE__URL), or rds.instance_id \
+             (APP_RDS__INSTANCE_ID) to connect to an RDS instance, or use `cargo xtask run`, which \
+             starts a local PostgreSQL"
+        );
+    };
+    let options = match &database.ssl_root_cert {
+        Some(path) => options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(path),
+        None => options,
+    };
+    Ok(Connection {
+        options: options
+            .application_name("api")
+            .log_statements(LevelFilter::Debug)
+            .log_slow_statements(LevelFilter::Warn, SLOW_STATEMENT),
+        iam,
+    })
+}
+
+/// Renews the IAM token in the background: new connections use the fresh
+/// options; connections already open (and the work on them) are untouched.
+pub fn refresh_tokens(
+    pool: PgPool,
+    options: PgConnectOptions,
+    iam: IamAuth,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wait = every;
+        loop {
+            tokio::time::sleep(wait).await;
+            match rds::auth_token(&iam.config, &iam.endpoint, &iam.user).await {
+                Ok(token) => {
+                    pool.set_connect_options(options.clone().password(&token));
+                    tracing::debug!("renewed the RDS IAM authentication token");
+                    wait = every;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "renewing the RDS IAM token failed; retrying in 30 s");
+                    wait = Duration::from_secs(30);
+                }
+            }
+        }
+    })
 }
 
 /// Builds the pool without connecting: the service starts (and answers

@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod openapi;
+pub mod rds;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -138,8 +138,11 @@ pub struct Application {
 impl Application {
     /// Connects the pool, migrates when configured to, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let options = db::connect_options(&settings.database)?;
-        let pool = db::pool(&settings.database, options);
+        let connection = db::connection(&settings).await?;
+        let pool = db::pool(&settings.database, connection.options.clone());
+        if let Some(iam) = connection.iam {
+            db::refresh_tokens(pool.clone(), connection.options, iam, db::TOKEN_REFRESH);
+        }
         Application::build_with_pool(settings, pool).await
     }
 

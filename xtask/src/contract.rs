@@ -8,11 +8,15 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 use crate::postgres::Cluster;
-use crate::service::{ApiProcess, target_dir};
+use crate::postgres::free_port;
+use crate::service::{ApiProcess, Terminating, target_dir};
 use crate::{project_root, run, status};
 
 /// The schemathesis release the checks were written against.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// The AWS emulator the RDS tests run against.
+const MOTO: &str = "moto[server]==5.1.22";
 
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "200";
@@ -76,6 +80,53 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
             "python3 -m venv failed: install the venv module (Debian/Ubuntu: `sudo apt-get install python3-venv`)"
         );
     }
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS]))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS, MOTO]))?;
     Ok(executable)
+}
+
+/// moto in server mode on a free port: a real AWS wire-protocol endpoint
+/// for the RDS tests. Stopped when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    /// The server process, stopped when this is dropped.
+    _server: Terminating,
+    /// Its port on 127.0.0.1.
+    port: u16,
+}
+
+impl Moto {
+    /// Installs (when missing) and starts moto, waiting until it answers.
+    pub fn start() -> anyhow::Result<Moto> {
+        let python = tools_python()?;
+        let moto_server = python.with_file_name("moto_server");
+        if !moto_server.exists() {
+            run(Command::new(python.with_file_name("pip")).args(["install", "--quiet", MOTO]))?;
+        }
+        let port = free_port()?;
+        let log = std::fs::File::create(target_dir().join("moto.log"))?;
+        let child = Command::new(&moto_server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting moto_server")?;
+        let moto = Moto {
+            _server: Terminating(child),
+            port,
+        };
+        let started = std::time::Instant::now();
+        while crate::service::send(port, "GET", "/moto-api/", None).is_err() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                bail!("moto did not start within 30 s: see target/moto.log");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        status(&format!("moto (AWS emulator) on 127.0.0.1:{port}"));
+        Ok(moto)
+    }
+
+    /// The endpoint URL for `AWS_ENDPOINT_URL`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }

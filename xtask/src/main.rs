@@ -13,6 +13,7 @@ mod rehearse;
 mod reliability;
 mod service;
 mod sqlx_data;
+mod tls;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -123,15 +124,28 @@ fn test() -> anyhow::Result<()> {
     // An own throwaway cluster serves the tests unless DATABASE_URL names
     // another server; the .sqlx/ check always uses an own one.
     let given_url = std::env::var("DATABASE_URL").ok();
-    let cluster = Cluster::throwaway("test")?;
+    let certificates = tls::make()?;
+    let cluster = Cluster::throwaway_with("test", Some(&certificates))?;
     let database_url = given_url.unwrap_or_else(|| cluster.url("postgres"));
+    let moto = contract::Moto::start()?;
     step("checking that .sqlx/ matches the queries");
     sqlx_data::check(&cluster)?;
     web::build(false)?;
     step("running the workspace's tests");
     run(cargo()
         .args(["test", "--workspace", "--locked"])
-        .env("DATABASE_URL", &database_url))?;
+        .env("DATABASE_URL", &database_url)
+        // The TLS tests: a server certificate for `localhost` from this CA.
+        .env("TEST_TLS_CA", &certificates.ca)
+        .env("TEST_TLS_OTHER_CA", &certificates.other_ca)
+        // The RDS tests talk to moto, never to AWS.
+        .env("AWS_ENDPOINT_URL", moto.url())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN"))?;
+    drop(moto);
     step("running the browser tests (Playwright, system Chromium)");
     browser::test(&cluster)?;
     step("fuzzing the running service from openapi.json (schemathesis)");

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+use crate::tls::TestCertificates;
 use crate::{project_root, run, status};
 
 /// Port of the persistent cluster behind `cargo xtask run`; away from 5432
@@ -42,24 +43,43 @@ impl Cluster {
     /// Starts (creating it first if needed) the persistent cluster in
     /// `target/postgres/local`, or reuses it when it is already running.
     pub fn local() -> anyhow::Result<Cluster> {
-        Cluster::start("local", LOCAL_PORT, false, &[])
+        Cluster::start("local", LOCAL_PORT, false, &[], None)
     }
 
     /// Starts a fresh cluster on a free port, tuned for speed over
     /// durability; it is stopped and deleted when dropped.
     pub fn throwaway(name: &str) -> anyhow::Result<Cluster> {
+        Cluster::throwaway_with(name, None)
+    }
+
+    /// Like [`Cluster::throwaway`], also accepting TLS (`ssl = on`) with the
+    /// given test server certificate.
+    pub fn throwaway_with(name: &str, tls: Option<&TestCertificates>) -> anyhow::Result<Cluster> {
         let port = free_port()?;
         let dir_name = format!("{name}-{}", std::process::id());
-        let tuning = [
+        let mut settings = vec![
             "fsync=off",
             "synchronous_commit=off",
             "full_page_writes=off",
             "max_connections=300",
         ];
-        Cluster::start(&dir_name, port, true, &tuning)
+        if tls.is_some() {
+            settings.extend([
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]);
+        }
+        Cluster::start(&dir_name, port, true, &settings, tls)
     }
 
-    fn start(name: &str, port: u16, throwaway: bool, settings: &[&str]) -> anyhow::Result<Cluster> {
+    fn start(
+        name: &str,
+        port: u16,
+        throwaway: bool,
+        settings: &[&str],
+        tls: Option<&TestCertificates>,
+    ) -> anyhow::Result<Cluster> {
         let bin = find_bin_dir()?;
         let run_as = if is_root()? { Some("postgres") } else { None };
         let dir = data_dir(name, run_as)?;
@@ -86,6 +106,9 @@ impl Cluster {
         }
         if !cluster.dir.join("PG_VERSION").exists() {
             cluster.init()?;
+        }
+        if let Some(certificates) = tls {
+            crate::tls::install(certificates, &cluster.dir, cluster.run_as)?;
         }
         if cluster.is_running() {
             status(&format!(

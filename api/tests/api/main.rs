@@ -6,6 +6,8 @@ mod binary;
 mod data;
 mod helpers;
 mod openapi;
+mod rds;
 mod routing;
 mod startup;
+mod tls;
 mod web;

@@ -1,0 +1,380 @@
+//! Amazon RDS: provisioning the PostgreSQL instance (`api db provision`),
+//! reporting on it (`api db status`), finding its endpoint and making IAM
+//! authentication tokens for the service.
+
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_rds::Client;
+use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_rds::types::{DbInstance, Tag};
+use serde::Serialize;
+
+use crate::config::RdsSettings;
+
+/// Tag naming the application on everything this creates.
+const APPLICATION_TAG: (&str, &str) = ("application", "notes-api");
+
+/// States that will not turn into `available` without someone acting.
+const BAD_STATES: &[&str] = &[
+    "failed",
+    "storage-full",
+    "inaccessible-encryption-credentials",
+    "restore-error",
+];
+
+/// What can go wrong talking to RDS, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RdsError {
+    /// No instance configured.
+    #[error("rds.instance_id is not set: name the DB instance (APP_RDS__INSTANCE_ID)")]
+    NoInstanceId,
+    /// No region from settings, environment or profile.
+    #[error(
+        "no AWS region: set AWS_REGION, rds.region (APP_RDS__REGION) or a region in your AWS profile"
+    )]
+    NoRegion,
+    /// The credential chain found nothing.
+    #[error(
+        "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, sign in with `aws sso login` \
+         (AWS_PROFILE), or run where an instance or task role applies"
+    )]
+    NoCredentials,
+    /// The caller lacks an IAM permission.
+    #[error(
+        "permission denied: the caller may not call {action}; grant it (the README lists the policy)"
+    )]
+    AccessDenied {
+        /// The IAM action that was refused.
+        action: &'static str,
+    },
+    /// The instance does not exist.
+    #[error("DB instance {id} does not exist in {region}")]
+    NotFound {
+        /// The instance identifier.
+        id: String,
+        /// The region that was asked.
+        region: String,
+    },
+    /// The instance is stuck in a state that needs attention.
+    #[error(
+        "DB instance {id} is {status}: it needs attention in the RDS console before it can serve"
+    )]
+    BadState {
+        /// The instance identifier.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// Waiting ran out.
+    #[error(
+        "DB instance {id} was still {status} after {waited_secs} s: raise rds.wait_timeout_secs or check the RDS console"
+    )]
+    Timeout {
+        /// The instance identifier.
+        id: String,
+        /// The last status seen.
+        status: String,
+        /// Seconds waited.
+        waited_secs: u64,
+    },
+    /// The instance has no endpoint yet.
+    #[error("DB instance {id} has no endpoint yet (status {status})")]
+    NoEndpoint {
+        /// The instance identifier.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// Any other failure of an RDS call.
+    #[error("{action} failed: {message}")]
+    Api {
+        /// The IAM action of the call.
+        action: &'static str,
+        /// What the service or the SDK said.
+        message: String,
+    },
+    /// Making an IAM authentication token failed.
+    #[error("making an RDS IAM authentication token failed: {0}")]
+    Token(String),
+}
+
+/// Maps an SDK error to one an operator can act on.
+fn classify<E, R>(action: &'static str, error: SdkError<E, R>) -> RdsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = error.code().unwrap_or_default().to_owned();
+    if matches!(
+        code.as_str(),
+        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "NotAuthorized"
+    ) {
+        return RdsError::AccessDenied { action };
+    }
+    let message = match error.message() {
+        Some(message) => format!("{code}: {message}"),
+        None => DisplayErrorContext(&error).to_string(),
+    };
+    if message.contains("credentials")
+        && (message.contains("no credentials")
+            || message.contains("CredentialsNotLoaded")
+            || message.contains("failed to load"))
+    {
+        return RdsError::NoCredentials;
+    }
+    RdsError::Api { action, message }
+}
+
+/// Loads the SDK configuration from the default chains (environment,
+/// profile and SSO, instance or task role) and checks a region is known.
+pub async fn sdk_config(settings: &RdsSettings) -> Result<SdkConfig, RdsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let config = loader.load().await;
+    if config.region().is_none() {
+        return Err(RdsError::NoRegion);
+    }
+    Ok(config)
+}
+
+/// The instance as reported by `provision` and `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceReport {
+    /// DB instance identifier.
+    pub instance_id: String,
+    /// RDS status, e.g. `available`.
+    pub status: String,
+    /// Where to connect, once RDS has assigned it.
+    pub endpoint: Option<Endpoint>,
+    /// The database in the instance.
+    pub db_name: Option<String>,
+    /// True only when this run created the instance.
+    pub created: bool,
+    /// Engine version.
+    pub engine_version: Option<String>,
+    /// IAM database authentication is on.
+    pub iam_auth: bool,
+    /// Reachable from the internet (must be false).
+    pub publicly_accessible: bool,
+    /// Storage is encrypted.
+    pub storage_encrypted: bool,
+    /// ARN of the master password secret that RDS manages.
+    pub master_secret_arn: Option<String>,
+}
+
+/// Host and port of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// DNS name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl InstanceReport {
+    /// Describes `instance`.
+    pub fn of(instance: &DbInstance, created: bool) -> InstanceReport {
+        InstanceReport {
+            instance_id: instance
+                .db_instance_identifier()
+                .unwrap_or_default()
+                .to_owned(),
+            status: instance
+                .db_instance_status()
+                .unwrap_or("unknown")
+                .to_owned(),
+            endpoint: instance.endpoint().and_then(|endpoint| {
+                Some(Endpoint {
+                    host: endpoint.address()?.to_owned(),
+                    port: u16::try_from(endpoint.port()?).ok()?,
+                })
+            }),
+            db_name: instance.db_name().map(str::to_owned),
+            created,
+            engine_version: instance.engine_version().map(str::to_owned),
+            iam_auth: instance
+                .iam_database_authentication_enabled()
+                .unwrap_or(false),
+            publicly_accessible: instance.publicly_accessible().unwrap_or(false),
+            storage_encrypted: instance.storage_encrypted().unwrap_or(false),
+            master_secret_arn: instance
+                .master_user_secret()
+                .and_then(|secret| secret.secret_arn())
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// The instance, or `None` when it does not exist.
+pub async fn describe(client: &Client, id: &str) -> Result<Option<DbInstance>, RdsError> {
+    match client
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+    {
+        Ok(output) => Ok(output.db_instances().first().cloned()),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|service| service.is_db_instance_not_found_fault()) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(classify("rds:DescribeDBInstances", error)),
+    }
+}
+
+/// The instance, which must exist.
+pub async fn existing(client: &Client, id: &str) -> Result<DbInstance, RdsError> {
+    describe(client, id)
+        .await?
+        .ok_or_else(|| RdsError::NotFound {
+            id: id.to_owned(),
+            region: client
+                .config()
+                .region()
+                .map_or_else(|| "the configured region".to_owned(), ToString::to_string),
+        })
+}
+
+/// Refuses states that will not become `available` on their own.
+pub fn check_state(instance: &DbInstance) -> Result<(), RdsError> {
+    let status = instance.db_instance_status().unwrap_or_default();
+    if BAD_STATES.contains(&status) || status.starts_with("incompatible-") {
+        return Err(RdsError::BadState {
+            id: instance
+                .db_instance_identifier()
+                .unwrap_or_default()
+                .to_owned(),
+            status: status.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the instance with the safe defaults of `settings`: private,
+/// encrypted, IAM authentication on, master password managed by RDS.
+pub async fn create(
+    client: &Client,
+    id: &str,
+    settings: &RdsSettings,
+) -> Result<DbInstance, RdsError> {
+    let tag = Tag::builder()
+        .key(APPLICATION_TAG.0)
+        .value(APPLICATION_TAG.1)
+        .build();
+    let mut request = client
+        .create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .engine_version(&settings.engine_version)
+        .db_instance_class(&settings.instance_class)
+        .db_name(&settings.db_name)
+        .allocated_storage(settings.storage_gib)
+        .storage_type("gp3")
+        .storage_encrypted(true)
+        .publicly_accessible(false)
+        .enable_iam_database_authentication(true)
+        .manage_master_user_password(true)
+        .master_username(&settings.master_username)
+        .backup_retention_period(settings.backup_retention_days)
+        .deletion_protection(settings.deletion_protection)
+        .copy_tags_to_snapshot(true)
+        .auto_minor_version_upgrade(true)
+        .tags(tag);
+    if !settings.security_group_ids.is_empty() {
+        request = request.set_vpc_security_group_ids(Some(settings.security_group_ids.clone()));
+    }
+    if let Some(group) = &settings.subnet_group {
+        request = request.db_subnet_group_name(group);
+    }
+    let output = request
+        .send()
+        .await
+        .map_err(|error| classify("rds:CreateDBInstance", error))?;
+    output.db_instance().cloned().ok_or_else(|| RdsError::Api {
+        action: "rds:CreateDBInstance",
+        message: "the answer held no instance".to_owned(),
+    })
+}
+
+/// Polls until the instance is `available`, calling `progress` with each
+/// new status and the time waited; fails on a bad state or the timeout.
+pub async fn wait_available(
+    client: &Client,
+    id: &str,
+    timeout: Duration,
+    poll: Duration,
+    progress: &mut dyn FnMut(&str, Duration),
+) -> Result<DbInstance, RdsError> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let instance = existing(client, id).await?;
+        let status = instance
+            .db_instance_status()
+            .unwrap_or("unknown")
+            .to_owned();
+        if status != last {
+            progress(&status, started.elapsed());
+            last.clone_from(&status);
+        }
+        check_state(&instance)?;
+        if status == "available" {
+            return Ok(instance);
+        }
+        if started.elapsed() >= timeout {
+            return Err(RdsError::Timeout {
+                id: id.to_owned(),
+                status,
+                waited_secs: started.elapsed().as_secs(),
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// `api db provision`: describe; create when missing and wait until
+/// available; an existing instance is reported at once, unchanged.
+pub async fn provision(
+    client: &Client,
+    settings: &RdsSettings,
+    progress: &mut dyn FnMut(&str, Duration),
+) -> Result<InstanceReport, RdsError> {
+    let id = settings
+        .instance_id
+        .as_deref()
+        .ok_or(RdsError::NoInstanceId)?;
+    if let Some(instance) = describe(client, id).await? {
+        check_state(&instance)?;
+        return Ok(InstanceReport::of(&instance, false));
+    }
+    create(client, id, settings).await?;
+    let timeout = Duration::from_secs(settings.wait_timeout_secs);
+    let poll = Duration::from_secs(settings.poll_interval_secs);
+    let instance = wait_available(client, id, timeout, poll, progress).await?;
+    Ok(InstanceReport::of(&instance, true))
+}
+
+/// An IAM authentication token for `user` at `endpoint` (valid 15 minutes).
+pub async fn auth_token(
+    config: &SdkConfig,
+    endpoint: &Endpoint,
+    user: &str,
+) -> Result<String, RdsError> {
+    let generator_config = aws_sdk_rds::auth_token::Config::builder()
+        .hostname(&endpoint.host)
+        .port(u64::from(endpoint.port))
+        .username(user)
+        .build()
+        .map_err(|error| RdsError::Token(error.to_string()))?;
+    let token = aws_sdk_rds::auth_token::AuthTokenGenerator::new(generator_config)
+        .auth_token(config)
+        .await
+        .map_err(|error| RdsError::Token(error.to_string()))?;
+    Ok(token.as_str().to_owned())
+}

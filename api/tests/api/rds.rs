@@ -1,0 +1,374 @@
+//! RDS: waiting and error mapping with the SDK's own mocks
+//! (`aws-smithy-mocks`), provisioning and lookup against moto, the AWS
+//! emulator `cargo xtask test` starts (`AWS_ENDPOINT_URL`).
+
+use std::process::Output;
+use std::time::Duration;
+
+use api::config::{DatabaseAuth, Profile, Settings};
+use api::rds::{self, RdsError};
+use aws_sdk_rds::Client;
+use aws_sdk_rds::error::ErrorMetadata;
+use aws_sdk_rds::operation::describe_db_instances::{
+    DescribeDBInstancesError, DescribeDbInstancesOutput,
+};
+use aws_sdk_rds::types::DbInstance;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use serde_json::Value;
+
+fn instance(status: &str) -> DbInstance {
+    DbInstance::builder()
+        .db_instance_identifier("notes-db")
+        .db_instance_status(status)
+        .build()
+}
+
+fn described(status: &'static str) -> aws_smithy_mocks::Rule {
+    mock!(Client::describe_db_instances).then_output(move || {
+        DescribeDbInstancesOutput::builder()
+            .db_instances(instance(status))
+            .build()
+    })
+}
+
+fn settings_with(id: &str) -> api::config::RdsSettings {
+    let mut settings = Settings::from_figment(Profile::Test, Settings::defaults_figment())
+        .expect("defaults load")
+        .rds;
+    settings.instance_id = Some(id.to_owned());
+    settings
+}
+
+#[tokio::test]
+async fn waiting_reports_each_status_until_available() {
+    let rules = [
+        described("creating"),
+        described("creating"),
+        described("backing-up"),
+        described("available"),
+    ];
+    let client = mock_client!(aws_sdk_rds, RuleMode::Sequential, &rules);
+    let mut seen = Vec::new();
+
+    let instance = rds::wait_available(
+        &client,
+        "notes-db",
+        Duration::from_secs(60),
+        Duration::ZERO,
+        &mut |status, _| {
+            seen.push(status.to_owned());
+        },
+    )
+    .await
+    .expect("becomes available");
+
+    assert_eq!(instance.db_instance_status(), Some("available"));
+    assert_eq!(
+        seen,
+        ["creating", "backing-up", "available"],
+        "each change once"
+    );
+}
+
+#[tokio::test]
+async fn states_that_need_a_person_stop_the_wait_with_their_name() {
+    for status in [
+        "failed",
+        "storage-full",
+        "incompatible-parameters",
+        "incompatible-network",
+    ] {
+        let rules = [described("creating"), described(status)];
+        let client = mock_client!(aws_sdk_rds, RuleMode::Sequential, &rules);
+
+        let error = rds::wait_available(
+            &client,
+            "notes-db",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap_err();
+
+        assert!(
+            matches!(&error, RdsError::BadState { status: s, .. } if s == status),
+            "{error}"
+        );
+        assert!(error.to_string().contains(status), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn waiting_gives_up_at_the_timeout_naming_the_last_status() {
+    let rule = mock!(Client::describe_db_instances).then_output(|| {
+        DescribeDbInstancesOutput::builder()
+            .db_instances(instance("modifying"))
+            .build()
+    });
+    let client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, &[&rule]);
+
+    let error = rds::wait_available(
+        &client,
+        "notes-db",
+        Duration::ZERO,
+        Duration::ZERO,
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap_err();
+
+    assert!(
+        matches!(error, RdsError::Timeout { ref status, .. } if status == "modifying"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("rds.wait_timeout_secs"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_permission_names_the_iam_action() {
+    let rule = mock!(Client::describe_db_instances).then_error(|| {
+        DescribeDBInstancesError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("User: arn:aws:iam::123456789012:user/ci is not authorized")
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, &[&rule]);
+
+    let error = rds::describe(&client, "notes-db").await.unwrap_err();
+
+    assert!(
+        matches!(
+            error,
+            RdsError::AccessDenied {
+                action: "rds:DescribeDBInstances"
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("rds:DescribeDBInstances"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn provisioning_an_existing_instance_changes_nothing() {
+    // Only describe is mocked: a create call would find no rule and fail.
+    let rule = described("available");
+    let client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, &[&rule]);
+
+    let report = rds::provision(&client, &settings_with("notes-db"), &mut |_, _| {})
+        .await
+        .expect("reports the instance");
+
+    assert!(!report.created);
+    assert_eq!(report.status, "available");
+    assert_eq!(rule.num_calls(), 1);
+}
+
+// ---- against moto ----
+
+/// Fails clearly when the emulator is not there rather than skipping.
+fn emulator() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL is not set: run the tests with `cargo xtask test`, which starts moto (the AWS emulator)",
+    )
+}
+
+async fn moto_client() -> Client {
+    emulator();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// Runs `api db …` against moto.
+async fn api_db(args: &[&str], instance_id: &str) -> Output {
+    emulator();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .arg("db")
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env("APP_PROFILE", "prod")
+        .env("APP_RDS__INSTANCE_ID", instance_id)
+        .env("APP_RDS__POLL_INTERVAL_SECS", "0")
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("runs")
+}
+
+fn unique_id(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    format!("notes-{label}-{nanos}")
+}
+
+#[tokio::test]
+async fn provision_creates_a_private_encrypted_iam_instance_once() {
+    let id = unique_id("provision");
+
+    let first = api_db(&["provision", "--json"], &id).await;
+    let second = api_db(&["provision", "--json"], &id).await;
+
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: Value = serde_json::from_slice(&first.stdout).expect("JSON on stdout");
+    assert_eq!(report["instance_id"], id.as_str());
+    assert_eq!(report["status"], "available");
+    assert_eq!(report["created"], true);
+    assert_eq!(report["db_name"], "notes");
+    assert!(
+        report["endpoint"]["host"].is_string() && report["endpoint"]["port"].is_u64(),
+        "{report}"
+    );
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let again: Value = serde_json::from_slice(&second.stdout).expect("JSON on stdout");
+    assert_eq!(again["created"], false, "a rerun creates nothing");
+
+    let client = moto_client().await;
+    let listed = client
+        .describe_db_instances()
+        .send()
+        .await
+        .expect("describes");
+    let matching: Vec<&DbInstance> = listed
+        .db_instances()
+        .iter()
+        .filter(|instance| instance.db_instance_identifier() == Some(id.as_str()))
+        .collect();
+    assert_eq!(matching.len(), 1, "exactly one instance");
+    let created = matching[0];
+    assert_eq!(created.engine(), Some("postgres"));
+    assert!(
+        created
+            .engine_version()
+            .is_some_and(|version| version.starts_with("16")),
+        "{:?}",
+        created.engine_version()
+    );
+    assert_eq!(created.db_instance_class(), Some("db.t4g.micro"));
+    assert_eq!(created.allocated_storage(), Some(20));
+    assert_eq!(created.storage_type(), Some("gp3"));
+    assert_eq!(created.storage_encrypted(), Some(true));
+    assert_eq!(created.publicly_accessible(), Some(false));
+    assert_eq!(created.iam_database_authentication_enabled(), Some(true));
+    assert!(
+        created
+            .master_user_secret()
+            .and_then(|secret| secret.secret_arn())
+            .is_some(),
+        "managed master password"
+    );
+    assert_eq!(created.backup_retention_period(), Some(7));
+    assert_eq!(created.deletion_protection(), Some(true), "on in prod");
+    assert!(
+        created
+            .tag_list()
+            .iter()
+            .any(|tag| tag.key() == Some("application") && tag.value() == Some("notes-api")),
+        "{:?}",
+        created.tag_list()
+    );
+}
+
+#[tokio::test]
+async fn status_reports_an_instance_and_names_a_missing_one() {
+    let id = unique_id("status");
+    let created = api_db(&["provision"], &id).await;
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    let present = api_db(&["status", "--json"], &id).await;
+    let missing = api_db(&["status"], "notes-does-not-exist").await;
+
+    assert!(present.status.success());
+    let report: Value = serde_json::from_slice(&present.stdout).expect("JSON");
+    assert_eq!(report["created"], false);
+    assert_eq!(report["iam_auth"], true);
+    assert!(!missing.status.success(), "a missing instance is an error");
+    let message = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        message.contains("notes-does-not-exist") && message.contains("does not exist"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("DbInstanceNotFound"),
+        "no raw SDK dump: {message}"
+    );
+}
+
+#[tokio::test]
+async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
+    let id = unique_id("lookup");
+    let created = api_db(&["provision", "--json"], &id).await;
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let report: Value = serde_json::from_slice(&created.stdout).expect("JSON");
+    let mut settings =
+        Settings::from_figment(Profile::Prod, Settings::defaults_figment()).expect("loads");
+    settings.rds.instance_id = Some(id);
+    settings.database.ssl_root_cert = Some(std::env::temp_dir().join("rds-global-bundle.pem"));
+
+    let connection = api::db::connection(&settings)
+        .await
+        .expect("resolves the endpoint");
+
+    assert_eq!(settings.database.auth, DatabaseAuth::Iam);
+    assert_eq!(
+        Some(connection.options.get_host()),
+        report["endpoint"]["host"].as_str()
+    );
+    assert_eq!(
+        u64::from(connection.options.get_port()),
+        report["endpoint"]["port"].as_u64().unwrap_or_default()
+    );
+    assert_eq!(connection.options.get_username(), "notes_app");
+    assert_eq!(connection.options.get_database(), Some("notes"));
+    assert!(
+        connection.iam.is_some(),
+        "the password is an IAM token, renewed in the background"
+    );
+}
+
+#[tokio::test]
+async fn without_the_ca_bundle_an_rds_connection_is_refused() {
+    let id = unique_id("noca");
+    let created = api_db(&["provision"], &id).await;
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let mut settings =
+        Settings::from_figment(Profile::Prod, Settings::defaults_figment()).expect("loads");
+    settings.rds.instance_id = Some(id);
+
+    let error = api::db::connection(&settings)
+        .await
+        .unwrap_err()
+        .to_string();
+
+    assert!(error.contains("database.ssl_root_cert"), "{error}");
+}

@@ -1,0 +1,114 @@
+//! Test certificates for the TLS tests: a CA, a server certificate for
+//! `localhost` signed by it, and an unrelated second CA (made with the
+//! `openssl` command, under `target/tls`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::run;
+use crate::service::target_dir;
+
+/// The files a TLS test needs.
+#[derive(Debug)]
+pub struct TestCertificates {
+    /// The CA that signed the server certificate.
+    pub ca: PathBuf,
+    /// A CA that did not.
+    pub other_ca: PathBuf,
+    /// The server certificate (for `localhost` only).
+    pub server_cert: PathBuf,
+    /// Its private key.
+    pub server_key: PathBuf,
+}
+
+/// Makes fresh certificates.
+pub fn make() -> anyhow::Result<TestCertificates> {
+    let dir = target_dir().join("tls");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        run(Command::new("openssl").args(args).current_dir(&dir))
+            .context("running openssl (Debian/Ubuntu: `sudo apt-get install openssl`)")
+    };
+    let quiet_ca = |name: &str| -> anyhow::Result<()> {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ])
+    };
+    quiet_ca("test-ca")?;
+    quiet_ca("other-ca")?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    std::fs::write(dir.join("server.ext"), "subjectAltName = DNS:localhost\n")?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "test-ca.crt",
+        "-CAkey",
+        "test-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    Ok(TestCertificates {
+        ca: dir.join("test-ca.crt"),
+        other_ca: dir.join("other-ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    })
+}
+
+/// Copies the server's certificate and key into a data directory, owned
+/// by `owner` when given, with the key readable by the owner only.
+pub fn install(
+    certificates: &TestCertificates,
+    data_dir: &Path,
+    owner: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (source, name) in [
+        (&certificates.server_cert, "server.crt"),
+        (&certificates.server_key, "server.key"),
+    ] {
+        let target = data_dir.join(name);
+        std::fs::copy(source, &target)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(user) = owner {
+            run(Command::new("chown").arg(format!("{user}:")).arg(&target))?;
+        }
+    }
+    Ok(())
+}
