@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::startup::{Application, shutdown_signal};
-use crate::{db, openapi, rds, telemetry};
+use crate::{bootstrap, db, openapi, rds, telemetry};
 
 /// Notes and greetings API: an axum service on PostgreSQL.
 ///
@@ -46,6 +46,11 @@ enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Once per database, as the master user (password from the secret RDS
+    /// manages, or database.url): create the role the service logs in as,
+    /// with rds_iam, and a schema it owns. Idempotent; run it from inside the
+    /// VPC (an Elastic Beanstalk leader-only container command).
+    Bootstrap,
     /// Report on the RDS instance without changing anything; exits non-zero
     /// when it does not exist.
     Status {
@@ -63,33 +68,7 @@ impl Cli {
                 print!("{}", openapi::to_pretty_json());
                 Ok(())
             }
-            Command::Db(command) => {
-                let settings = load_settings()?;
-                let config = rds::sdk_config(&settings.rds).await?;
-                let client = aws_sdk_rds::Client::new(&config);
-                let (report, json) = match command {
-                    DbCommand::Provision { json } => {
-                        let mut progress = Progress::new();
-                        let report =
-                            rds::provision(&client, &settings.rds, &mut |status, elapsed| {
-                                progress.status(status, elapsed)
-                            })
-                            .await;
-                        progress.finish();
-                        (report?, json)
-                    }
-                    DbCommand::Status { json } => {
-                        let id = settings
-                            .rds
-                            .instance_id
-                            .as_deref()
-                            .ok_or(rds::RdsError::NoInstanceId)?;
-                        let instance = rds::existing(&client, id).await?;
-                        (rds::InstanceReport::of(&instance, false), json)
-                    }
-                };
-                print_report(&report, json)
-            }
+            Command::Db(command) => run_db(command, load_settings()?).await,
             Command::Migrate => {
                 let settings = load_settings()?;
                 telemetry::init(&settings.log)?;
@@ -112,6 +91,50 @@ impl Cli {
             }
         }
     }
+}
+
+/// `api db …`.
+async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
+    let json = match command {
+        DbCommand::Bootstrap => {
+            let outcome = bootstrap::run(&settings).await?;
+            let role = &settings.rds.app_user;
+            println!(
+                "bootstrap: role {role} {}; rds_iam {}; schema {role} owned by it",
+                if outcome.created_role {
+                    "created"
+                } else {
+                    "already there"
+                },
+                if outcome.granted_rds_iam {
+                    "granted"
+                } else {
+                    "not present (not RDS): skipped"
+                }
+            );
+            return Ok(());
+        }
+        DbCommand::Provision { json } | DbCommand::Status { json } => json,
+    };
+    let config = rds::sdk_config(&settings.rds).await?;
+    let client = aws_sdk_rds::Client::new(&config);
+    let report = if matches!(command, DbCommand::Provision { .. }) {
+        let mut progress = Progress::new();
+        let report = rds::provision(&client, &settings.rds, &mut |status, elapsed| {
+            progress.status(status, elapsed)
+        })
+        .await;
+        progress.finish();
+        report?
+    } else {
+        let id = settings
+            .rds
+            .instance_id
+            .as_deref()
+            .ok_or(rds::RdsError::NoInstanceId)?;
+        rds::InstanceReport::of(&rds::existing(&client, id).await?, false)
+    };
+    print_report(&report, json)
 }
 
 /// Prints an instance report for people, or as JSON for pipelines.

@@ -326,6 +326,21 @@ impl Settings {
                 );
             }
         }
+        let plain = |name: &str| {
+            name.chars()
+                .next()
+                .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && name.len() <= 63
+        };
+        if !plain(&self.rds.app_user) {
+            return refuse(
+                "rds.app_user",
+                "must be a plain lowercase identifier (letters, digits, _)",
+            );
+        }
         if self.server.request_timeout_secs == 0 {
             return refuse("server.request_timeout_secs", "must be at least 1");
         }

@@ -1,6 +1,7 @@
 //! The notes and greetings API: configuration, routes, database access and
 //! serving, behind a thin `main`.
 
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -325,9 +325,22 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
     step("2. run the leader-only container commands against PostgreSQL");
     let cluster = Cluster::throwaway("rehearse")?;
     cluster.create_database("rehearse")?;
-    let mut env = environment(&configs);
-    // Rehearsal only: on Elastic Beanstalk the connection comes from RDS, never a URL with a password.
+    // Rehearsal only: the local PostgreSQL stands in for RDS, so the RDS
+    // lookup and its CA bundle give way to a URL. On Elastic Beanstalk the
+    // connection comes from RDS with IAM tokens, never a URL with a password.
+    let mut env: Vec<(String, String)> = environment(&configs)
+        .into_iter()
+        .filter(|(key, _)| key != "APP_RDS__INSTANCE_ID" && key != "APP_DATABASE__SSL_ROOT_CERT")
+        .collect();
     env.push(("DATABASE_URL".to_owned(), cluster.url("rehearse")));
+    for (file, config) in &configs {
+        let Some(files) = config["files"].as_object() else { continue };
+        for (path, spec) in files {
+            let source = spec["source"].as_str().unwrap_or_default();
+            ensure!(source.starts_with("https://"), "{file}: {path} must come from an https source");
+            status(&format!("{file}: would place {path} from {source} (not fetched here: no network)"));
+        }
+    }
     for (file, config) in &configs {
         let Some(commands) = config["container_commands"].as_object() else {
             continue;

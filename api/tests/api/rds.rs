@@ -15,6 +15,8 @@ use aws_sdk_rds::operation::describe_db_instances::{
 use aws_sdk_rds::types::DbInstance;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 fn instance(status: &str) -> DbInstance {
     DbInstance::builder()
@@ -371,4 +373,68 @@ async fn without_the_ca_bundle_an_rds_connection_is_refused() {
         .to_string();
 
     assert!(error.contains("database.ssl_root_cert"), "{error}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn bootstrap_creates_the_app_role_and_its_schema_once(pool: PgPool) {
+    let options = pool.connect_options();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+    let database = options.get_database().expect("a database").to_owned();
+    let (prefix, _) = base.rsplit_once('/').expect("a URL with a database");
+    let role = format!(
+        "app_{}",
+        unique_id("role").rsplit('-').next().unwrap_or("0")
+    );
+    let mut settings =
+        Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("loads");
+    settings.database.url = Some(secrecy::SecretString::from(format!("{prefix}/{database}")));
+    settings.rds.app_user = role.clone();
+
+    let first = api::bootstrap::run(&settings).await.expect("bootstraps");
+    let second = api::bootstrap::run(&settings)
+        .await
+        .expect("bootstraps again");
+
+    assert_eq!(
+        first,
+        api::bootstrap::Outcome {
+            created_role: true,
+            granted_rds_iam: false
+        }
+    );
+    assert_eq!(
+        second,
+        api::bootstrap::Outcome {
+            created_role: false,
+            granted_rds_iam: false
+        }
+    );
+    let owner: String =
+        sqlx::query_scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1")
+            .bind(&role)
+            .fetch_one(&pool)
+            .await
+            .expect("the schema exists");
+    assert_eq!(owner, role);
+    // As the role (the test server trusts local users), migrations land in its schema.
+    let as_role = PgPoolOptions::new()
+        .connect_with((*options).clone().username(&role))
+        .await
+        .expect("the role logs in");
+    api::db::migrate(&as_role).await.expect("the role migrates");
+    let schema: String =
+        sqlx::query_scalar("SELECT schemaname::text FROM pg_tables WHERE tablename = 'data'")
+            .fetch_one(&pool)
+            .await
+            .expect("the table exists");
+    assert_eq!(schema, role);
+    as_role.close().await;
+    sqlx::query(&format!("DROP OWNED BY \"{role}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("cleans up");
+    sqlx::query(&format!("DROP ROLE \"{role}\""))
+        .execute(&pool)
+        .await
+        .expect("drops the role");
 }

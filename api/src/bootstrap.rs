@@ -1,0 +1,129 @@
+//! `api db bootstrap`: once per database, as the master user, create the
+//! role the service logs in as (IAM authentication on RDS) and a schema it
+//! owns, where its migrations then create the tables. Idempotent.
+
+use std::str::FromStr as _;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+
+use crate::config::Settings;
+use crate::rds::{self, InstanceReport};
+
+/// The master credentials RDS keeps in Secrets Manager.
+#[derive(Deserialize)]
+struct MasterSecret {
+    username: String,
+    password: String,
+}
+
+/// What bootstrapping found and did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The role was created by this run.
+    pub created_role: bool,
+    /// `rds_iam` was granted (it exists only on RDS).
+    pub granted_rds_iam: bool,
+}
+
+/// Connects as the master user: through `database.url` when set (local and
+/// simple setups), else to `rds.instance_id` with the password RDS manages.
+async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
+    if let Some(url) = &settings.database.url {
+        return PgConnectOptions::from_str(url.expose_secret()).map_err(|error| {
+            anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {error}")
+        });
+    }
+    let id = settings
+        .rds
+        .instance_id
+        .as_deref()
+        .ok_or(rds::RdsError::NoInstanceId)?;
+    let config = rds::sdk_config(&settings.rds).await?;
+    let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
+    rds::check_state(&instance)?;
+    let report = InstanceReport::of(&instance, false);
+    let endpoint = report
+        .endpoint
+        .context("the instance has no endpoint yet")?;
+    let arn = report
+        .master_secret_arn
+        .context("the instance has no RDS-managed master secret (ManageMasterUserPassword)")?;
+    let secret = aws_sdk_secretsmanager::Client::new(&config)
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .map_err(|error| match aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&error) {
+            Some("AccessDeniedException") => anyhow::anyhow!(
+                "permission denied: the caller may not call secretsmanager:GetSecretValue on {arn}"
+            ),
+            _ => anyhow::anyhow!(
+                "reading the master secret failed: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&error)
+            ),
+        })?;
+    let master: MasterSecret = serde_json::from_str(secret.secret_string().unwrap_or_default())
+        .context("the master secret is not the JSON RDS writes")?;
+    let ca = settings
+        .database
+        .ssl_root_cert
+        .as_ref()
+        .context("database.ssl_root_cert is not set: point it at the RDS CA bundle")?;
+    Ok(PgConnectOptions::new()
+        .host(&endpoint.host)
+        .port(endpoint.port)
+        .database(report.db_name.as_deref().unwrap_or(&settings.rds.db_name))
+        .username(&master.username)
+        .password(&master.password)
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(ca))
+}
+
+/// Creates the application role and its schema when missing.
+pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
+    let role = &settings.rds.app_user;
+    let options = master_options(settings).await?;
+    let mut connection = options
+        .connect()
+        .await
+        .context("connecting as the master user")?;
+    let mut transaction = connection.begin().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+            .bind(role)
+            .fetch_one(&mut *transaction)
+            .await?;
+    // `role` is checked to be a plain identifier when the settings load, so
+    // quoting it is enough.
+    if !exists {
+        transaction
+            .execute(format!("CREATE ROLE \"{role}\" LOGIN").as_str())
+            .await?;
+    }
+    let has_rds_iam: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam')")
+            .fetch_one(&mut *transaction)
+            .await?;
+    if has_rds_iam {
+        transaction
+            .execute(format!("GRANT rds_iam TO \"{role}\"").as_str())
+            .await?;
+    }
+    // A schema named after the role is first on its default search_path
+    // ("$user", public): its migrations and queries land there.
+    transaction
+        .execute(
+            format!("CREATE SCHEMA IF NOT EXISTS \"{role}\" AUTHORIZATION \"{role}\"").as_str(),
+        )
+        .await?;
+    transaction.commit().await?;
+    connection.close().await?;
+    Ok(Outcome {
+        created_role: !exists,
+        granted_rds_iam: has_rds_iam,
+    })
+}
