@@ -334,11 +334,18 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
         .collect();
     env.push(("DATABASE_URL".to_owned(), cluster.url("rehearse")));
     for (file, config) in &configs {
-        let Some(files) = config["files"].as_object() else { continue };
+        let Some(files) = config["files"].as_object() else {
+            continue;
+        };
         for (path, spec) in files {
             let source = spec["source"].as_str().unwrap_or_default();
-            ensure!(source.starts_with("https://"), "{file}: {path} must come from an https source");
-            status(&format!("{file}: would place {path} from {source} (not fetched here: no network)"));
+            ensure!(
+                source.starts_with("https://"),
+                "{file}: {path} must come from an https source"
+            );
+            status(&format!(
+                "{file}: would place {path} from {source} (not fetched here: no network)"
+            ));
         }
     }
     for (file, config) in &configs {

@@ -222,6 +222,35 @@ async fn instances_migrating_at_once_apply_the_schema_once(pool: PgPool) {
     app.store("after", "migration").await;
 }
 
+#[sqlx::test(migrations = false)]
+async fn three_instances_starting_together_migrate_once_and_all_serve(pool: PgPool) {
+    // Each builds as `serve` does: migrate on start, then listen.
+    let starts = (0..3).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            serve(pool, |settings| settings.database.migrate_on_start = true).await
+        })
+    });
+    let mut instances = Vec::new();
+    for start in starts {
+        instances.push(start.await.expect("an instance starts"));
+    }
+
+    for (address, _, _) in &instances {
+        let listed = reqwest_like_get(*address, "/data").await;
+        assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(
+        applied,
+        api::db::MIGRATOR.iter().count() as i64,
+        "each migration applied once"
+    );
+}
+
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn an_older_binary_starts_against_a_newer_schema(pool: PgPool) {
     // A migration this binary does not know, as a newer release would leave.
