@@ -15,6 +15,9 @@ use crate::{project_root, run, status};
 /// The schemathesis release the checks were written against.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
+/// The GitHub Actions security linter.
+const ZIZMOR: &str = "zizmor==1.32.0";
+
 /// The AWS emulator the RDS tests run against.
 const MOTO: &str = "moto[server]==5.1.22";
 
@@ -63,7 +66,13 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
     let executable = venv.join("bin/schemathesis");
     let version = SCHEMATHESIS.trim_start_matches("schemathesis==");
     let current = Command::new(&executable).arg("--version").output();
-    if current.is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(version)) {
+    let zizmor = venv.join("bin/zizmor");
+    let zizmor_version = ZIZMOR.trim_start_matches("zizmor==");
+    let zizmor_current = Command::new(&zizmor).arg("--version").output();
+    if current.is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(version))
+        && zizmor_current
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(zizmor_version))
+    {
         return Ok(executable);
     }
     status(&format!(
@@ -80,7 +89,13 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
             "python3 -m venv failed: install the venv module (Debian/Ubuntu: `sudo apt-get install python3-venv`)"
         );
     }
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS, MOTO]))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        SCHEMATHESIS,
+        MOTO,
+        ZIZMOR,
+    ]))?;
     Ok(executable)
 }
 

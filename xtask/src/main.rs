@@ -8,6 +8,7 @@ mod bench;
 mod browser;
 mod bundle;
 mod contract;
+mod lint;
 mod postgres;
 mod rehearse;
 mod reliability;
@@ -152,6 +153,8 @@ fn test() -> anyhow::Result<()> {
     contract::fuzz(&cluster)?;
     reliability::run()?;
     rehearse::run_rehearsal()?;
+    step("linting the GitHub Actions workflows (actionlint, zizmor)");
+    lint::workflows()?;
     step("checking licenses, bans and sources of the dependencies (cargo deny)");
     web::ensure_cargo_tool("cargo-deny", "cargo-deny", CARGO_DENY_VERSION, true)?;
     run(cargo().args([
