@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use crate::postgres::{Cluster, free_port};
-use crate::service::{Terminating, send, target_dir, without_app_settings};
+use crate::service::{Terminating, send, target_dir, wait_healthy, without_app_settings};
 use crate::{cargo, project_root, run, status, step, web};
 
 /// Rows loaded before measuring, as the issue asks.
@@ -96,7 +96,7 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
         .context("starting the api")?;
     let api = Terminating(api);
     let api_pid = api.0.id();
-    wait_for_health(port)?;
+    wait_healthy(port, Duration::from_secs(30))?;
     let base = format!("http://127.0.0.1:{port}");
     let largest = largest_asset(&project_root().join("web/dist"))?;
     let post_script = out.join("post.lua");
@@ -366,17 +366,6 @@ fn cold_start(binary: &Path, url: &str) -> anyhow::Result<Duration> {
     }
     times.sort();
     Ok(times[times.len() / 2])
-}
-
-fn wait_for_health(port: u16) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("the api did not answer /health within 30 s")
 }
 
 /// Resets the kernel's peak-RSS counter of a process (Linux).

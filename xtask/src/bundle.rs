@@ -215,19 +215,7 @@ fn version() -> anyhow::Result<String> {
 
 /// The musl target and C compiler (ring's C and assembly need it).
 fn ensure_musl() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(project_root())
-        .output()
-        .context("running rustup")?;
-    if !String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|line| line.trim() == TARGET)
-    {
-        run(Command::new("rustup")
-            .args(["target", "add", TARGET])
-            .current_dir(project_root()))?;
-    }
+    crate::service::ensure_rust_target(TARGET)?;
     if Command::new("musl-gcc").arg("--version").output().is_err() {
         bail!(
             "musl-gcc was not found: install it (Debian/Ubuntu: `sudo apt-get install musl-tools`)"

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use serde_json::Value;
 
 use crate::postgres::{Cluster, free_port};
-use crate::service::{Reply, send, target_dir, without_app_settings};
+use crate::service::{Reply, send, target_dir, wait_healthy, without_app_settings};
 use crate::{bundle, contract, run, status, step};
 
 /// Writers posting through nginx during the rolling redeploy.
@@ -51,7 +51,7 @@ impl Instance {
             .spawn()
             .context("starting the web process")?;
         let instance = Instance { child };
-        wait_healthy(port)?;
+        wait_healthy(port, Duration::from_secs(30))?;
         Ok(instance)
     }
 
@@ -69,17 +69,6 @@ impl Drop for Instance {
             let _ = self.child.wait();
         }
     }
-}
-
-fn wait_healthy(port: u16) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing answered /health on port {port} within 30 s")
 }
 
 /// nginx configured like Elastic Beanstalk's, including the bundle's files.
@@ -110,7 +99,7 @@ impl Nginx {
             stage: stage.to_path_buf(),
             port,
         };
-        wait_healthy(port)?;
+        wait_healthy(port, Duration::from_secs(30))?;
         Ok(nginx)
     }
 

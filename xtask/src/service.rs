@@ -62,17 +62,7 @@ impl ApiProcess {
     }
 
     fn wait_until_healthy(&self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while started.elapsed() < STARTUP {
-            if self
-                .send("GET", "/health", None)
-                .is_ok_and(|reply| reply.status == 200)
-            {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("the api did not answer /health within {STARTUP:?}")
+        wait_healthy(self.port, STARTUP)
     }
 
     /// Sends SIGTERM and waits for the exit; returns it and how long it took.
@@ -83,6 +73,37 @@ impl ApiProcess {
         let exit = self.child.0.wait()?;
         Ok((exit, started.elapsed()))
     }
+}
+
+/// Polls `GET /health` on a local port until it answers 200.
+pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing answered /health on port {port} within {within:?}")
+}
+
+/// Adds a rustup target unless it is installed.
+pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(project_root())
+        .output()
+        .context("running rustup (install it from https://rustup.rs)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == target)
+    {
+        return Ok(());
+    }
+    crate::status(&format!("adding the {target} target"));
+    run(Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(project_root()))
 }
 
 /// Removes the service's settings inherited from the developer's environment

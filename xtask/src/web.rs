@@ -33,7 +33,7 @@ pub fn build(force: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     step("building the web client (trunk, release)");
-    ensure_wasm_target()?;
+    crate::service::ensure_rust_target("wasm32-unknown-unknown")?;
     let trunk = ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)?;
     ensure_cargo_tool(
         "wasm-bindgen",
@@ -91,24 +91,6 @@ fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
         newest = newest.max(newest_in(&entry?.path())?);
     }
     Ok(newest)
-}
-
-fn ensure_wasm_target() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(project_root())
-        .output()
-        .context("running rustup (install it from https://rustup.rs)")?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|line| line.trim() == "wasm32-unknown-unknown")
-    {
-        return Ok(());
-    }
-    status("adding the wasm32-unknown-unknown target");
-    run(Command::new("rustup")
-        .args(["target", "add", "wasm32-unknown-unknown"])
-        .current_dir(project_root()))
 }
 
 /// Returns the path of `binary` at `version`, installing it with `cargo
