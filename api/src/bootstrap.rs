@@ -2,16 +2,13 @@
 //! role the service logs in as (IAM authentication on RDS) and a schema it
 //! owns, where its migrations then create the tables. Idempotent.
 
-use std::str::FromStr as _;
-
 use anyhow::Context as _;
-use secrecy::ExposeSecret as _;
 use serde::Deserialize;
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
 use crate::config::Settings;
-use crate::rds::{self, InstanceReport};
+use crate::{db, rds};
 
 /// The master credentials RDS keeps in Secrets Manager.
 #[derive(Deserialize)]
@@ -33,26 +30,19 @@ pub struct Outcome {
 /// simple setups), else to `rds.instance_id` with the password RDS manages.
 async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions> {
     if let Some(url) = &settings.database.url {
-        return PgConnectOptions::from_str(url.expose_secret()).map_err(|error| {
-            anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {error}")
-        });
+        return db::options_from_url(url);
     }
     let id = settings
         .rds
         .instance_id
         .as_deref()
         .ok_or(rds::RdsError::NoInstanceId)?;
-    let config = rds::sdk_config(&settings.rds).await?;
-    let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
-    rds::check_state(&instance)?;
-    let report = InstanceReport::of(&instance, false);
-    let endpoint = report
-        .endpoint
-        .context("the instance has no endpoint yet")?;
-    let arn = report
+    let target = db::rds_target(settings, id).await?;
+    let arn = target
+        .report
         .master_secret_arn
         .context("the instance has no RDS-managed master secret (ManageMasterUserPassword)")?;
-    let secret = aws_sdk_secretsmanager::Client::new(&config)
+    let secret = aws_sdk_secretsmanager::Client::new(&target.config)
         .get_secret_value()
         .secret_id(&arn)
         .send()
@@ -68,19 +58,10 @@ async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions>
         })?;
     let master: MasterSecret = serde_json::from_str(secret.secret_string().unwrap_or_default())
         .context("the master secret is not the JSON RDS writes")?;
-    let ca = settings
-        .database
-        .ssl_root_cert
-        .as_ref()
-        .context("database.ssl_root_cert is not set: point it at the RDS CA bundle")?;
-    Ok(PgConnectOptions::new()
-        .host(&endpoint.host)
-        .port(endpoint.port)
-        .database(report.db_name.as_deref().unwrap_or(&settings.rds.db_name))
+    Ok(target
+        .options
         .username(&master.username)
-        .password(&master.password)
-        .ssl_mode(PgSslMode::VerifyFull)
-        .ssl_root_cert(ca))
+        .password(&master.password))
 }
 
 /// Creates the application role and its schema when missing.

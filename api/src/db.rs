@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::ConnectOptions as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
@@ -60,50 +60,82 @@ impl IamAuth {
 /// Tokens live 15 minutes; renewing every 10 leaves room for retries.
 pub const TOKEN_REFRESH: Duration = Duration::from_secs(10 * 60);
 
+/// Parses `database.url`. The URL holds the password: never echo it, only
+/// say it is malformed.
+pub fn options_from_url(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url.expose_secret())
+        .map_err(|error| anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {error}"))
+}
+
+/// An RDS instance ready to be connected to, by the service or as its master
+/// user: its SDK configuration, its report, and options holding its endpoint,
+/// database and verify-full TLS against `database.ssl_root_cert` (but no user).
+#[derive(Debug)]
+pub struct RdsTarget {
+    /// Credentials and region the instance was found with.
+    pub config: aws_config::SdkConfig,
+    /// What `DescribeDBInstances` said of it.
+    pub report: InstanceReport,
+    /// Where it listens.
+    pub endpoint: Endpoint,
+    /// Host, port, database and TLS; the caller adds user and password.
+    pub options: PgConnectOptions,
+}
+
+/// Describes instance `id` and checks it can be connected to: a usable
+/// state, an endpoint, and a CA bundle to verify it with.
+pub async fn rds_target(settings: &Settings, id: &str) -> anyhow::Result<RdsTarget> {
+    let config = rds::sdk_config(&settings.rds).await?;
+    let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
+    rds::check_state(&instance)?;
+    let report = InstanceReport::of(&instance, false);
+    let endpoint = report
+        .endpoint
+        .clone()
+        .ok_or_else(|| rds::RdsError::NoEndpoint {
+            id: id.to_owned(),
+            status: report.status.clone(),
+        })?;
+    let Some(ca) = &settings.database.ssl_root_cert else {
+        anyhow::bail!(
+            "database.ssl_root_cert is not set: point it (APP_DATABASE__SSL_ROOT_CERT) at the RDS CA \
+             bundle, so the connection to {} is verified",
+            endpoint.host
+        );
+    };
+    let options = PgConnectOptions::new()
+        .host(&endpoint.host)
+        .port(endpoint.port)
+        .database(report.db_name.as_deref().unwrap_or(&settings.rds.db_name))
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(ca);
+    Ok(RdsTarget {
+        config,
+        report,
+        endpoint,
+        options,
+    })
+}
+
 /// Works out where and how to connect: `database.url` when set, else the
 /// endpoint of `rds.instance_id` with an IAM token (or a password).
 pub async fn connection(settings: &Settings) -> anyhow::Result<Connection> {
     let database = &settings.database;
     let (options, iam) = if let Some(url) = &database.url {
-        // The URL holds the password: never echo it, only say it is malformed.
-        let options = PgConnectOptions::from_str(url.expose_secret()).map_err(|error| {
-            anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {error}")
-        })?;
+        let options = options_from_url(url)?;
+        let options = match &database.ssl_root_cert {
+            Some(path) => options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(path),
+            None => options,
+        };
         (options, None)
     } else if let Some(id) = &settings.rds.instance_id {
-        let config = rds::sdk_config(&settings.rds).await?;
-        let client = aws_sdk_rds::Client::new(&config);
-        let instance = rds::existing(&client, id).await?;
-        rds::check_state(&instance)?;
-        let report = InstanceReport::of(&instance, false);
-        let endpoint = report
-            .endpoint
-            .clone()
-            .ok_or_else(|| rds::RdsError::NoEndpoint {
-                id: id.clone(),
-                status: report.status.clone(),
-            })?;
-        if database.ssl_root_cert.is_none() {
-            anyhow::bail!(
-                "database.ssl_root_cert is not set: point it (APP_DATABASE__SSL_ROOT_CERT) at the RDS CA \
-                 bundle, so the connection to {} is verified",
-                endpoint.host
-            );
-        }
+        let target = rds_target(settings, id).await?;
         let user = settings.rds.app_user.clone();
-        let base = PgConnectOptions::new()
-            .host(&endpoint.host)
-            .port(endpoint.port)
-            .database(report.db_name.as_deref().unwrap_or(&settings.rds.db_name))
-            .username(&user);
+        let base = target.options.username(&user);
         match database.auth {
             DatabaseAuth::Iam => {
-                let token = rds::auth_token(&config, &endpoint, &user).await?;
-                let iam = IamAuth {
-                    config,
-                    endpoint,
-                    user,
-                };
+                let token = rds::auth_token(&target.config, &target.endpoint, &user).await?;
+                let iam = IamAuth::new(target.config, target.endpoint, user);
                 (base.password(&token), Some(iam))
             }
             DatabaseAuth::Password => {
@@ -119,10 +151,6 @@ pub async fn connection(settings: &Settings) -> anyhow::Result<Connection> {
              (APP_RDS__INSTANCE_ID) to connect to an RDS instance, or use `cargo xtask run`, which \
              starts a local PostgreSQL"
         );
-    };
-    let options = match &database.ssl_root_cert {
-        Some(path) => options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(path),
-        None => options,
     };
     Ok(Connection {
         options: options
