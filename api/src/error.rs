@@ -182,8 +182,10 @@ pub fn plain_problem(status: StatusCode, detail: impl Into<String>) -> Problem {
 /// router's 404 and 405, the timeout's 408, a caught panic's 500) into one,
 /// keeping its status and headers such as `Allow`.
 pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    // Kept for the error details; cloning them shares the request's bytes
+    // rather than copying the path on every request.
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let status = response.status();
     let is_problem = response
@@ -194,8 +196,8 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let detail = match status {
-        StatusCode::NOT_FOUND => format!("No resource at {path}."),
-        StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not accept {method}."),
+        StatusCode::NOT_FOUND => format!("No resource at {}.", uri.path()),
+        StatusCode::METHOD_NOT_ALLOWED => format!("{} does not accept {method}.", uri.path()),
         StatusCode::REQUEST_TIMEOUT => "The request took too long to complete.".to_owned(),
         StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.".to_owned(),
         _ if status.is_server_error() => "The server failed to handle this request.".to_owned(),

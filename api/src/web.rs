@@ -2,7 +2,7 @@
 //! app's pages, hashed assets with a long cache, precompressed variants, and
 //! the security headers of every page.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use axum::extract::{Request, State};
@@ -29,8 +29,9 @@ const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=3153600
 /// The built client, ready to serve.
 #[derive(Debug)]
 pub struct WebAssets {
-    /// Folder holding `index.html` and the hashed assets.
-    dir: PathBuf,
+    /// The folder holding `index.html` and the hashed assets, served with
+    /// their precompressed variants.
+    files: ServeDir,
     /// The Content-Security-Policy of the page, allowing exactly the inline
     /// scripts `index.html` holds (by hash) and nothing from elsewhere.
     csp: HeaderValue,
@@ -50,10 +51,11 @@ impl WebAssets {
         };
         let csp = HeaderValue::from_str(&content_security_policy(&html))
             .context("building the Content-Security-Policy")?;
-        Ok(Some(WebAssets {
-            dir: dir.to_path_buf(),
-            csp,
-        }))
+        let files = ServeDir::new(dir)
+            .precompressed_br()
+            .precompressed_gzip()
+            .append_index_html_on_directories(false);
+        Ok(Some(WebAssets { files, csp }))
     }
 }
 
@@ -102,9 +104,10 @@ fn is_hashed(name: &str) -> bool {
 /// unknown API paths.
 pub async fn serve(State(state): State<AppState>, mut request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let is_api = API_PREFIXES
-        .iter()
-        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
+    let is_api = API_PREFIXES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
     let Some(web) = state.web.as_deref().filter(|_| !is_api) else {
         return problem_response(&plain_problem(
             StatusCode::NOT_FOUND,
@@ -126,10 +129,7 @@ pub async fn serve(State(state): State<AppState>, mut request: Request) -> Respo
     if is_page {
         *request.uri_mut() = Uri::from_static("/index.html");
     }
-    let files = ServeDir::new(&web.dir)
-        .precompressed_br()
-        .precompressed_gzip()
-        .append_index_html_on_directories(false);
+    let files = web.files.clone();
     let mut response = files.clone().oneshot(request).await.into_response();
     // A miss: no such file, or a name the file system refuses (too long,
     // NUL), which ServeDir reports as a 500.
