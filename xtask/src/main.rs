@@ -9,6 +9,7 @@ mod browser;
 mod bundle;
 mod contract;
 mod lint;
+mod load;
 mod postgres;
 mod rehearse;
 mod reliability;

@@ -3,16 +3,13 @@
 //! write load. Every acknowledged write must be stored. Figures are printed
 //! and written to `target/reliability/latest.json`.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 
+use crate::load::{Load, Outcome, check_acknowledged, stored_ids};
 use crate::postgres::Cluster;
-use crate::service::{ApiProcess, Reply, send, target_dir};
+use crate::service::{ApiProcess, Reply, target_dir};
 use crate::{status, step};
 
 /// Database acquire timeout given to the service in the outage scenario.
@@ -23,122 +20,6 @@ const GRACE_SECS: u64 = 10;
 
 /// Writers hammering `POST /data` at once.
 const WRITERS: usize = 6;
-
-/// What one `POST /data` got.
-#[derive(Debug, Clone)]
-struct Outcome {
-    /// The scenario's phase when the request was sent.
-    phase: u8,
-    /// The reply, or `None` when the connection failed.
-    reply: Option<Reply>,
-    /// How long the request took.
-    latency: Duration,
-}
-
-impl Outcome {
-    fn status(&self) -> Option<u16> {
-        self.reply.as_ref().map(|reply| reply.status)
-    }
-
-    /// The id of an acknowledged (201) write.
-    fn acknowledged_id(&self) -> Option<i64> {
-        let reply = self.reply.as_ref().filter(|reply| reply.status == 201)?;
-        let record: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
-        record["id"].as_i64()
-    }
-}
-
-/// Write load on a port until `stop` is set (or, with `until_refused`,
-/// until the server stops accepting connections).
-struct Load {
-    stop: Arc<AtomicBool>,
-    phase: Arc<AtomicU8>,
-    writers: Vec<JoinHandle<Vec<Outcome>>>,
-}
-
-impl Load {
-    fn start(port: u16, until_refused: bool) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let phase = Arc::new(AtomicU8::new(0));
-        let writers = (0..WRITERS)
-            .map(|writer| {
-                let (stop, phase) = (Arc::clone(&stop), Arc::clone(&phase));
-                std::thread::spawn(move || {
-                    let mut outcomes = Vec::new();
-                    for i in 0.. {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let body =
-                            format!(r#"{{"notes":"writer {writer} write {i}","greeting":"load"}}"#);
-                        let sent = Instant::now();
-                        let phase_at_send = phase.load(Ordering::Relaxed);
-                        let reply = send(port, "POST", "/data", Some(&body)).ok();
-                        let refused = reply.is_none();
-                        outcomes.push(Outcome {
-                            phase: phase_at_send,
-                            reply,
-                            latency: sent.elapsed(),
-                        });
-                        if refused && until_refused {
-                            break;
-                        }
-                        if refused {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                    }
-                    outcomes
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            phase,
-            writers,
-        }
-    }
-
-    fn set_phase(&self, phase: u8) {
-        self.phase.store(phase, Ordering::Relaxed);
-    }
-
-    fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.writers
-            .into_iter()
-            .flat_map(|writer| writer.join().unwrap_or_default())
-            .collect()
-    }
-}
-
-/// Ids the table holds.
-fn stored_ids(cluster: &Cluster, database: &str) -> anyhow::Result<BTreeSet<i64>> {
-    Ok(cluster
-        .query(database, "SELECT id FROM data")?
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect())
-}
-
-/// Acknowledged ids: all distinct, all stored. Returns how many.
-fn check_acknowledged(outcomes: &[Outcome], stored: &BTreeSet<i64>) -> anyhow::Result<usize> {
-    let acknowledged: Vec<i64> = outcomes
-        .iter()
-        .filter_map(Outcome::acknowledged_id)
-        .collect();
-    let distinct: BTreeSet<i64> = acknowledged.iter().copied().collect();
-    ensure!(
-        distinct.len() == acknowledged.len(),
-        "an id was acknowledged twice"
-    );
-    let lost: Vec<&i64> = distinct.difference(stored).collect();
-    ensure!(
-        lost.is_empty(),
-        "{} acknowledged writes are missing: {lost:?}",
-        lost.len()
-    );
-    Ok(acknowledged.len())
-}
 
 fn is_problem(reply: &Reply) -> bool {
     reply.content_type.as_deref() == Some("application/problem+json")
@@ -173,7 +54,7 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
         &out.join("outage-api.log"),
         &[("APP_DATABASE__ACQUIRE_TIMEOUT_SECS", &timeout)],
     )?;
-    let load = Load::start(api.port, false);
+    let load = Load::start(api.port, WRITERS, "writer", false);
     std::thread::sleep(Duration::from_secs(2));
 
     load.set_phase(1);
@@ -224,7 +105,7 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
                 && !outcome
                     .reply
                     .as_ref()
-                    .is_some_and(|reply| reply.status == 503 && is_problem(reply))
+                    .is_ok_and(|reply| reply.status == 503 && is_problem(reply))
         })
         .collect();
     ensure!(
@@ -302,7 +183,7 @@ fn shutdown(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_js
         &out.join("shutdown-api.log"),
         &[("APP_SERVER__SHUTDOWN_GRACE_SECS", &grace)],
     )?;
-    let load = Load::start(api.port, true);
+    let load = Load::start(api.port, WRITERS, "writer", true);
     std::thread::sleep(Duration::from_millis(1500));
     let (exit, took) = api.terminate()?;
     let outcomes = load.finish();

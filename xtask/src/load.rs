@@ -1,0 +1,141 @@
+//! Write load for the fault scenarios: threads posting entries to a port,
+//! each outcome recorded, and the check that every acknowledged write is
+//! stored.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+
+use crate::postgres::Cluster;
+use crate::service::{Reply, send};
+
+/// What one `POST /data` got.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The scenario's phase when the request was sent.
+    pub phase: u8,
+    /// The reply, or why there was none (connection refused or reset).
+    pub reply: Result<Reply, String>,
+    /// How long the request took.
+    pub latency: Duration,
+}
+
+impl Outcome {
+    /// The status of the reply, if one came.
+    pub fn status(&self) -> Option<u16> {
+        self.reply.as_ref().ok().map(|reply| reply.status)
+    }
+
+    /// The id of an acknowledged (201) write.
+    pub fn acknowledged_id(&self) -> Option<i64> {
+        let reply = self
+            .reply
+            .as_ref()
+            .ok()
+            .filter(|reply| reply.status == 201)?;
+        let record: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+        record["id"].as_i64()
+    }
+}
+
+/// Writers posting to a port until [`Load::finish`] (or, with
+/// `until_refused`, until the server stops accepting connections).
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
+    writers: Vec<JoinHandle<Vec<Outcome>>>,
+}
+
+impl Load {
+    /// Starts `writers` threads posting entries whose notes start with `label`.
+    pub fn start(port: u16, writers: usize, label: &'static str, until_refused: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicU8::new(0));
+        let writers = (0..writers)
+            .map(|writer| {
+                let (stop, phase) = (Arc::clone(&stop), Arc::clone(&phase));
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let body = format!(
+                            r#"{{"notes":"{label} {writer} write {i}","greeting":"load"}}"#
+                        );
+                        let sent = Instant::now();
+                        let phase_at_send = phase.load(Ordering::Relaxed);
+                        let reply = send(port, "POST", "/data", Some(&body))
+                            .map_err(|error| error.to_string());
+                        let refused = reply.is_err();
+                        outcomes.push(Outcome {
+                            phase: phase_at_send,
+                            reply,
+                            latency: sent.elapsed(),
+                        });
+                        if refused && until_refused {
+                            break;
+                        }
+                        if refused {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            phase,
+            writers,
+        }
+    }
+
+    /// Marks the outcomes of requests sent from now on with `phase`.
+    pub fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    /// Stops the writers and returns every outcome.
+    pub fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Ids the table holds.
+pub fn stored_ids(cluster: &Cluster, database: &str) -> anyhow::Result<BTreeSet<i64>> {
+    Ok(cluster
+        .query(database, "SELECT id FROM data")?
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect())
+}
+
+/// Acknowledged ids: all distinct, all stored. Returns how many.
+pub fn check_acknowledged(outcomes: &[Outcome], stored: &BTreeSet<i64>) -> anyhow::Result<usize> {
+    let acknowledged: Vec<i64> = outcomes
+        .iter()
+        .filter_map(Outcome::acknowledged_id)
+        .collect();
+    let distinct: BTreeSet<i64> = acknowledged.iter().copied().collect();
+    ensure!(
+        distinct.len() == acknowledged.len(),
+        "an id was acknowledged twice"
+    );
+    let lost: Vec<&i64> = distinct.difference(stored).collect();
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged writes are missing: {lost:?}",
+        lost.len()
+    );
+    Ok(acknowledged.len())
+}
