@@ -1,0 +1,273 @@
+//! Deploying the Elastic Beanstalk bundle, as `.github/workflows/deploy.yml`
+//! does and as a developer can from a terminal (`cargo xtask deploy`).
+//!
+//! The steps, in order: provision the RDS instance (`api db provision --json`,
+//! RDS API only), upload the bundle to S3, create the application version
+//! with processing (Elastic Beanstalk validates `.ebextensions`), create the
+//! environment on the first run or update it, wait until it is Ready **and**
+//! Green on the new version, smoke-test its URL, and on a failure after an
+//! update redeploy the previous version and fail.
+
+pub mod eb;
+pub mod provision;
+pub mod smoke;
+pub mod upload;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+pub use crate::eb::{NewEnvironment, OptionSetting};
+
+/// Where the bundle goes: names of the application, environment and bucket.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Elastic Beanstalk application.
+    pub application: String,
+    /// Elastic Beanstalk environment.
+    pub environment: String,
+    /// S3 bucket for source bundles.
+    pub bucket: String,
+}
+
+impl Target {
+    /// The S3 key of a version's bundle.
+    pub fn key(&self, label: &str) -> String {
+        format!("{}/{label}.zip", self.application)
+    }
+}
+
+/// How long to wait, and how often to look.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Between two looks at the environment.
+    pub poll: Duration,
+    /// Longest wait for Ready and Green (and for a version's processing).
+    pub timeout: Duration,
+    /// How long a Ready environment may stay short of Green before the
+    /// deploy counts as failed (health checks need a few rounds).
+    pub green_grace: Duration,
+}
+
+/// Progress for the person (or the CI log) watching: one line per change,
+/// with the time since the deploy started.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+}
+
+impl Progress {
+    /// Starts the clock.
+    pub fn new() -> Progress {
+        Progress {
+            started: Instant::now(),
+        }
+    }
+
+    /// Prints a line to stderr.
+    pub fn say(&self, message: &str) {
+        let secs = self.started.elapsed().as_secs();
+        eprintln!("deploy: [{:>2}m{:02}s] {message}", secs / 60, secs % 60);
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// The Elastic Beanstalk and S3 clients from the SDK's default chain
+/// (region, credentials, and `AWS_ENDPOINT_URL` for an emulator).
+pub async fn aws_clients() -> anyhow::Result<(aws_sdk_elasticbeanstalk::Client, aws_sdk_s3::Client)>
+{
+    let config = aws_config::load_from_env().await;
+    anyhow::ensure!(
+        config.region().is_some(),
+        "no AWS region: set AWS_REGION (or a profile's region)"
+    );
+    // An emulator serves buckets by path, not by name.
+    let s3 = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    Ok((
+        aws_sdk_elasticbeanstalk::Client::new(&config),
+        aws_sdk_s3::Client::from_conf(s3),
+    ))
+}
+
+/// A finished deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The version now serving.
+    pub version_label: String,
+    /// The environment's URL (its CNAME, over HTTP).
+    pub url: String,
+    /// Whether this run created the environment.
+    pub created: bool,
+}
+
+/// Runs the deploy of one uploaded-or-not bundle: upload, version,
+/// environment, wait, smoke test, and rollback on failure after an update.
+#[derive(Debug)]
+pub struct Deployer {
+    /// Elastic Beanstalk client.
+    pub eb: aws_sdk_elasticbeanstalk::Client,
+    /// S3 client.
+    pub s3: aws_sdk_s3::Client,
+    /// Waiting.
+    pub timing: Timing,
+    /// Progress lines.
+    pub progress: Progress,
+}
+
+impl Deployer {
+    /// Deploys `bundle` as `label` to `target`; `new_environment` is used
+    /// only when the environment does not exist yet.
+    pub async fn deploy(
+        &self,
+        target: &Target,
+        bundle: &std::path::Path,
+        label: &str,
+        new_environment: &NewEnvironment,
+    ) -> anyhow::Result<Deployed> {
+        let key = target.key(label);
+        upload::put_bundle(&self.s3, &target.bucket, &key, bundle, &self.progress).await?;
+        eb::ensure_application(&self.eb, &target.application, &self.progress).await?;
+        eb::ensure_version(self, target, label, &key).await?;
+
+        let since = eb::now();
+        let existing = eb::find_environment(&self.eb, target).await?;
+        let (previous, created) = match existing {
+            None => {
+                eb::create_environment(&self.eb, target, label, new_environment, &self.progress)
+                    .await?;
+                (None, true)
+            }
+            Some(environment) => {
+                let environment = eb::wait_settled(self, target, environment).await?;
+                let previous = environment.version_label().map(str::to_owned);
+                eb::update_environment(&self.eb, target, label, &self.progress).await?;
+                (previous, false)
+            }
+        };
+
+        let rollout = async {
+            let environment = eb::wait_ready_green(self, target, label, since).await?;
+            let url = eb::url(&environment)?;
+            smoke::check(&url, label, self.timing.green_grace, &self.progress).await?;
+            anyhow::Ok(url)
+        };
+        match rollout.await {
+            Ok(url) => Ok(Deployed {
+                version_label: label.to_owned(),
+                url,
+                created,
+            }),
+            Err(failure) => Err(self.roll_back(target, label, previous, failure).await),
+        }
+    }
+
+    /// What `deploy` would do, from read-only calls only (`--dry-run`): one
+    /// line per step.
+    pub async fn plan(
+        &self,
+        target: &Target,
+        bundle: &std::path::Path,
+        label: &str,
+        new_environment: &NewEnvironment,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut plan = Vec::new();
+        let size = std::fs::metadata(bundle)
+            .with_context(|| format!("reading the bundle {}", bundle.display()))?
+            .len();
+        anyhow::ensure!(
+            upload::bucket_exists(&self.s3, &target.bucket).await?,
+            "bucket {} does not exist: deploy infra/app.yaml first and use its BundleBucket output",
+            target.bucket
+        );
+        plan.push(format!(
+            "upload {} ({size} bytes) to s3://{}/{}",
+            bundle.display(),
+            target.bucket,
+            target.key(label)
+        ));
+        let version = if !eb::application_exists(&self.eb, &target.application).await? {
+            plan.push(format!("create application {}", target.application));
+            None
+        } else {
+            plan.push(format!("use application {}", target.application));
+            eb::version_status(&self.eb, &target.application, label).await?
+        };
+        plan.push(match version {
+            Some(status) => format!("reuse version {label} (exists, {})", status.as_str()),
+            None => format!("create version {label} with processing (validates .ebextensions)"),
+        });
+        match eb::find_environment(&self.eb, target).await? {
+            None => {
+                let stack =
+                    eb::solution_stack(&self.eb, new_environment.solution_stack.as_deref()).await?;
+                plan.push(format!(
+                    "create environment {} on \"{stack}\" with version {label} and {} option settings:",
+                    target.environment,
+                    new_environment.option_settings.len()
+                ));
+                plan.extend(new_environment.option_settings.iter().map(|setting| {
+                    format!("  {}:{}={}", setting.namespace, setting.name, setting.value)
+                }));
+                plan.push("wait until it is Ready and Green, then smoke-test its URL".to_owned());
+            }
+            Some(environment) => {
+                let previous = environment.version_label().unwrap_or("none");
+                plan.push(format!(
+                    "update environment {} ({}, health {}) from version {previous} to {label}",
+                    target.environment,
+                    environment.status().map_or("unknown", |s| s.as_str()),
+                    environment.health().map_or("unknown", |h| h.as_str()),
+                ));
+                plan.push(format!(
+                    "wait until it is Ready and Green, smoke-test {}, and on failure \
+                     redeploy {previous}",
+                    eb::url(&environment).unwrap_or_else(|_| "its URL".to_owned())
+                ));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// After a failed rollout: redeploys `previous` (when there is one and
+    /// it differs), waits for it, and returns the error to fail with.
+    async fn roll_back(
+        &self,
+        target: &Target,
+        label: &str,
+        previous: Option<String>,
+        failure: anyhow::Error,
+    ) -> anyhow::Error {
+        let Some(previous) = previous.filter(|previous| previous != label) else {
+            return failure.context(format!(
+                "deploying {label} failed and there is no previous version to roll back to"
+            ));
+        };
+        self.progress.say(&format!(
+            "deploying {label} failed: {failure:#}; rolling back to {previous}"
+        ));
+        let since = eb::now();
+        let restored = async {
+            let environment = eb::find_environment(&self.eb, target)
+                .await?
+                .context("the environment disappeared")?;
+            eb::wait_settled(self, target, environment).await?;
+            eb::update_environment(&self.eb, target, &previous, &self.progress).await?;
+            eb::wait_ready_green(self, target, &previous, since).await
+        };
+        match restored.await {
+            Ok(_) => failure.context(format!(
+                "deploying {label} failed; rolled back to {previous}, which is Ready and Green"
+            )),
+            Err(rollback) => failure.context(format!(
+                "deploying {label} failed, and rolling back to {previous} failed too: {rollback:#}"
+            )),
+        }
+    }
+}

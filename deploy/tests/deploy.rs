@@ -1,0 +1,532 @@
+//! The deploy's decisions against the SDK's mocks (aws-smithy-mocks) for the
+//! Elastic Beanstalk calls that moto does not implement (application
+//! versions, updates, events), with the real service, on a test database,
+//! standing in for the environment's URL in the smoke test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_elasticbeanstalk::Client;
+use aws_sdk_elasticbeanstalk::error::ErrorMetadata;
+use aws_sdk_elasticbeanstalk::operation::create_application::CreateApplicationOutput;
+use aws_sdk_elasticbeanstalk::operation::create_application_version::{
+    CreateApplicationVersionError, CreateApplicationVersionOutput,
+};
+use aws_sdk_elasticbeanstalk::operation::create_environment::CreateEnvironmentOutput;
+use aws_sdk_elasticbeanstalk::operation::describe_application_versions::DescribeApplicationVersionsOutput;
+use aws_sdk_elasticbeanstalk::operation::describe_applications::DescribeApplicationsOutput;
+use aws_sdk_elasticbeanstalk::operation::describe_environments::DescribeEnvironmentsOutput;
+use aws_sdk_elasticbeanstalk::operation::describe_events::DescribeEventsOutput;
+use aws_sdk_elasticbeanstalk::operation::list_available_solution_stacks::ListAvailableSolutionStacksOutput;
+use aws_sdk_elasticbeanstalk::operation::update_environment::UpdateEnvironmentOutput;
+use aws_sdk_elasticbeanstalk::types::{
+    ApplicationDescription, ApplicationVersionDescription, ApplicationVersionStatus,
+    EnvironmentDescription, EnvironmentHealth, EnvironmentStatus, EventDescription, EventSeverity,
+};
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use deploy::{Deployer, NewEnvironment, OptionSetting, Progress, Target, Timing};
+use sqlx::PgPool;
+
+const APP: &str = "notes";
+const ENV: &str = "notes-prod";
+
+fn target() -> Target {
+    Target {
+        application: APP.to_owned(),
+        environment: ENV.to_owned(),
+        bucket: "bundles".to_owned(),
+    }
+}
+
+/// A bundle file to upload.
+fn bundle() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("deploy-test-{}.zip", std::process::id()));
+    std::fs::write(&path, b"PK\x05\x06 not really a zip").expect("temp file writes");
+    path
+}
+
+/// The real service on a free port, as the environment's CNAME.
+async fn serve(pool: PgPool) -> String {
+    let settings = api::config::Settings::from_figment(
+        api::config::Profile::Test,
+        api::config::Settings::defaults_figment(),
+    )
+    .expect("test settings load");
+    let state = api::startup::AppState::new(pool, settings).expect("state builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let address = listener.local_addr().expect("has an address");
+    tokio::spawn(async move { axum::serve(listener, api::startup::router(state)).await });
+    address.to_string()
+}
+
+/// A CNAME where nothing listens.
+fn dead_cname() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    listener.local_addr().expect("has an address").to_string()
+}
+
+fn environment(
+    status: EnvironmentStatus,
+    health: EnvironmentHealth,
+    label: &str,
+    cname: &str,
+) -> DescribeEnvironmentsOutput {
+    DescribeEnvironmentsOutput::builder()
+        .environments(
+            EnvironmentDescription::builder()
+                .application_name(APP)
+                .environment_name(ENV)
+                .status(status)
+                .health(health)
+                .version_label(label)
+                .cname(cname)
+                .build(),
+        )
+        .build()
+}
+
+fn no_environment() -> DescribeEnvironmentsOutput {
+    DescribeEnvironmentsOutput::builder().build()
+}
+
+fn version(status: ApplicationVersionStatus) -> DescribeApplicationVersionsOutput {
+    DescribeApplicationVersionsOutput::builder()
+        .application_versions(
+            ApplicationVersionDescription::builder()
+                .application_name(APP)
+                .version_label("v2")
+                .status(status)
+                .build(),
+        )
+        .build()
+}
+
+fn event(severity: EventSeverity, message: &str) -> EventDescription {
+    EventDescription::builder()
+        .event_date(aws_sdk_elasticbeanstalk::primitives::DateTime::from_secs(
+            1_790_000_000,
+        ))
+        .severity(severity)
+        .message(message)
+        .build()
+}
+
+fn timing(green_grace: Duration) -> Timing {
+    Timing {
+        poll: Duration::from_millis(1),
+        timeout: Duration::from_secs(10),
+        green_grace,
+    }
+}
+
+/// The rules every deploy passes through before the environment step:
+/// upload, an existing application, a version that gets processed.
+fn common_rules() -> Vec<Rule> {
+    vec![
+        mock!(Client::describe_applications).then_output(|| {
+            DescribeApplicationsOutput::builder()
+                .applications(
+                    ApplicationDescription::builder()
+                        .application_name(APP)
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Client::create_application_version)
+            .match_requests(|request| {
+                request.process() == Some(true)
+                    && request.version_label() == Some("v2")
+                    && request
+                        .source_bundle()
+                        .is_some_and(|bundle| bundle.s3_key() == Some("notes/v2.zip"))
+            })
+            .then_output(|| CreateApplicationVersionOutput::builder().build()),
+        mock!(Client::describe_application_versions)
+            .sequence()
+            .output(|| version(ApplicationVersionStatus::Processing))
+            .output(|| version(ApplicationVersionStatus::Processed))
+            .repeatedly()
+            .build(),
+    ]
+}
+
+fn deployer(eb_rules: &[&Rule], green_grace: Duration) -> Deployer {
+    let put = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|request| {
+            request.bucket() == Some("bundles") && request.key() == Some("notes/v2.zip")
+        })
+        .then_output(|| PutObjectOutput::builder().build());
+    Deployer {
+        eb: mock_client!(aws_sdk_elasticbeanstalk, RuleMode::MatchAny, eb_rules),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&put]),
+        timing: timing(green_grace),
+        progress: Progress::new(),
+    }
+}
+
+fn events(list: Vec<EventDescription>) -> Rule {
+    mock!(Client::describe_events).then_output(move || {
+        DescribeEventsOutput::builder()
+            .set_events(Some(list.clone()))
+            .build()
+    })
+}
+
+fn update_to(label: &'static str) -> Rule {
+    mock!(Client::update_environment)
+        .match_requests(move |request| request.version_label() == Some(label))
+        .then_output(|| UpdateEnvironmentOutput::builder().build())
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_first_deploy_creates_the_environment_and_smoke_tests_it(pool: PgPool) {
+    let cname = serve(pool.clone()).await;
+    let mut rules = common_rules();
+    rules[0] = mock!(Client::describe_applications)
+        .then_output(|| DescribeApplicationsOutput::builder().build());
+    let create_app = mock!(Client::create_application)
+        .match_requests(|request| request.application_name() == Some(APP))
+        .then_output(|| CreateApplicationOutput::builder().build());
+    let stacks = mock!(Client::list_available_solution_stacks).then_output(|| {
+        ListAvailableSolutionStacksOutput::builder()
+            .solution_stacks("64bit Amazon Linux 2023 v4.4.0 running Go 1")
+            .solution_stacks("64bit Amazon Linux 2023 v4.10.2 running Go 1")
+            .solution_stacks("64bit Amazon Linux 2 v3.13.0 running Go 1")
+            .build()
+    });
+    let create = mock!(Client::create_environment)
+        .match_requests(|request| {
+            request.version_label() == Some("v2")
+                && request.solution_stack_name()
+                    == Some("64bit Amazon Linux 2023 v4.10.2 running Go 1")
+                && request.option_settings().iter().any(|setting| {
+                    setting.option_name() == Some("IamInstanceProfile")
+                        && setting.value() == Some("notes-instance")
+                })
+        })
+        .then_output(|| CreateEnvironmentOutput::builder().build());
+    let described = {
+        let cname = cname.clone();
+        mock!(Client::describe_environments)
+            .sequence()
+            .output(no_environment)
+            .output(|| {
+                environment(
+                    EnvironmentStatus::Launching,
+                    EnvironmentHealth::Grey,
+                    "v2",
+                    "",
+                )
+            })
+            .output(move || {
+                environment(
+                    EnvironmentStatus::Ready,
+                    EnvironmentHealth::Green,
+                    "v2",
+                    &cname,
+                )
+            })
+            .repeatedly()
+            .build()
+    };
+    let events = events(vec![event(
+        EventSeverity::Info,
+        "createEnvironment is starting.",
+    )]);
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&create_app, &stacks, &create, &described, &events]);
+    let deployer = deployer(&all, Duration::from_secs(5));
+    let new = NewEnvironment {
+        option_settings: vec![OptionSetting::new(
+            "aws:autoscaling:launchconfiguration",
+            "IamInstanceProfile",
+            "notes-instance",
+        )],
+        ..NewEnvironment::default()
+    };
+
+    let deployed = deployer
+        .deploy(&target(), &bundle(), "v2", &new)
+        .await
+        .expect("the deploy succeeds");
+
+    assert_eq!(deployed.url, format!("http://{cname}"));
+    assert!(deployed.created);
+    assert_eq!(create_app.num_calls(), 1);
+    assert_eq!(
+        create.num_calls(),
+        1,
+        "created with the newest AL2023 Go platform"
+    );
+    // The smoke test's note is in the database.
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM data WHERE notes = 'deploy smoke test of v2'")
+            .fetch_one(&pool)
+            .await
+            .expect("query runs");
+    assert_eq!(stored, 1);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn an_update_that_stays_red_is_rolled_back(pool: PgPool) {
+    let cname = serve(pool).await;
+    let rules = common_rules();
+    let described = mock!(Client::describe_environments)
+        .sequence()
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .output(|| {
+            environment(
+                EnvironmentStatus::Updating,
+                EnvironmentHealth::Grey,
+                "v2",
+                "x",
+            )
+        })
+        .output(|| environment(EnvironmentStatus::Ready, EnvironmentHealth::Red, "v2", "x"))
+        .times(2)
+        .output(move || {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                &cname,
+            )
+        })
+        .repeatedly()
+        .build();
+    let (to_v2, to_v1) = (update_to("v2"), update_to("v1"));
+    let events = events(Vec::new());
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&described, &to_v2, &to_v1, &events]);
+    let deployer = deployer(&all, Duration::ZERO);
+
+    let error = deployer
+        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .await
+        .expect_err("a Red environment fails the deploy");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("rolled back to v1"), "{message}");
+    assert!(message.contains("health is Red"), "{message}");
+    assert_eq!((to_v2.num_calls(), to_v1.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_failed_smoke_test_rolls_back() {
+    let cname = dead_cname();
+    let rules = common_rules();
+    let described = mock!(Client::describe_environments)
+        .sequence()
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .output(move || {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v2",
+                &cname,
+            )
+        })
+        .times(2)
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .repeatedly()
+        .build();
+    let (to_v2, to_v1) = (update_to("v2"), update_to("v1"));
+    let events = events(Vec::new());
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&described, &to_v2, &to_v1, &events]);
+    let deployer = deployer(&all, Duration::from_millis(200));
+
+    let error = deployer
+        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .await
+        .expect_err("nothing answers /health");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("GET http://"), "{message}");
+    assert!(message.contains("rolled back to v1"), "{message}");
+    assert_eq!((to_v2.num_calls(), to_v1.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn an_error_event_fails_the_deploy_even_when_ready() {
+    let rules = common_rules();
+    let described = mock!(Client::describe_environments)
+        .sequence()
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v2",
+                "x",
+            )
+        })
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .repeatedly()
+        .build();
+    let (to_v2, to_v1) = (update_to("v2"), update_to("v1"));
+    let events = events(vec![event(
+        EventSeverity::Error,
+        "Instance deployment failed. For details, see 'eb-engine.log'.",
+    )]);
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&described, &to_v2, &to_v1, &events]);
+    let deployer = deployer(&all, Duration::from_secs(5));
+
+    let error = deployer
+        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .await
+        .expect_err("an ERROR event fails the deploy");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("Instance deployment failed"), "{message}");
+    assert_eq!(to_v1.num_calls(), 1, "{message}");
+}
+
+#[tokio::test]
+async fn a_refused_bundle_stops_before_the_environment() {
+    let mut rules = common_rules();
+    rules[2] = mock!(Client::describe_application_versions)
+        .then_output(|| version(ApplicationVersionStatus::Failed));
+    let events = events(vec![event(
+        EventSeverity::Error,
+        "Invalid option specification in .ebextensions/02-health.config",
+    )]);
+    let described = mock!(Client::describe_environments).then_output(no_environment);
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&events, &described]);
+    let deployer = deployer(&all, Duration::from_secs(5));
+
+    let error = deployer
+        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .await
+        .expect_err("a Failed version stops the deploy");
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("refused the bundle of version v2"),
+        "{message}"
+    );
+    assert!(message.contains("02-health.config"), "{message}");
+    assert_eq!(described.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_first_deploy_says_there_is_nothing_to_roll_back_to() {
+    let mut rules = common_rules();
+    // The same commit deployed again: its version exists already.
+    rules[1] = mock!(Client::create_application_version).then_error(|| {
+        CreateApplicationVersionError::generic(
+            ErrorMetadata::builder()
+                .code("InvalidParameterValue")
+                .message("Application Version v2 already exists.")
+                .build(),
+        )
+    });
+    let stacks = mock!(Client::list_available_solution_stacks).then_output(|| {
+        ListAvailableSolutionStacksOutput::builder()
+            .solution_stacks("64bit Amazon Linux 2023 v4.4.0 running Go 1")
+            .build()
+    });
+    let create = mock!(Client::create_environment)
+        .then_output(|| CreateEnvironmentOutput::builder().build());
+    let described = mock!(Client::describe_environments)
+        .sequence()
+        .output(no_environment)
+        .output(|| environment(EnvironmentStatus::Ready, EnvironmentHealth::Red, "v2", "x"))
+        .repeatedly()
+        .build();
+    let update = mock!(Client::update_environment)
+        .then_output(|| UpdateEnvironmentOutput::builder().build());
+    let events = events(Vec::new());
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&stacks, &create, &described, &update, &events]);
+    let deployer = deployer(&all, Duration::ZERO);
+
+    let error = deployer
+        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .await
+        .expect_err("a Red new environment fails");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("no previous version"), "{message}");
+    assert_eq!((create.num_calls(), update.num_calls()), (1, 0));
+}
+
+#[test]
+fn option_settings_parse_from_the_command_line() {
+    let setting: OptionSetting = "aws:elasticbeanstalk:application:environment:APP_X=a=b"
+        .parse()
+        .expect("parses");
+    assert_eq!(
+        setting,
+        OptionSetting::new(
+            "aws:elasticbeanstalk:application:environment",
+            "APP_X",
+            "a=b"
+        )
+    );
+    for bad in [
+        "no-equals",
+        "=value",
+        "NoNamespace=1",
+        ":Name=1",
+        "aws:ec2:=1",
+    ] {
+        assert!(bad.parse::<OptionSetting>().is_err(), "{bad} parsed");
+    }
+}
+
+#[test]
+fn the_newest_go_platform_on_al2023_is_picked() {
+    let stacks = [
+        "64bit Amazon Linux 2023 v4.9.10 running Go 1",
+        "64bit Amazon Linux 2023 v4.10.0 running Go 1",
+        "64bit Amazon Linux 2023 v4.10.0 running Python 3.13",
+        "64bit Amazon Linux 2 v3.99.0 running Go 1",
+    ]
+    .map(str::to_owned);
+    assert_eq!(
+        deploy::eb::newest_go_platform(&stacks).as_deref(),
+        Some("64bit Amazon Linux 2023 v4.10.0 running Go 1")
+    );
+    assert_eq!(deploy::eb::newest_go_platform(&stacks[2..]), None);
+}
