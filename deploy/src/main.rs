@@ -32,7 +32,7 @@ struct Cli {
     #[arg(long, env = "DEPLOY_ENVIRONMENT", default_value = "notes-prod")]
     environment: String,
     /// S3 bucket for bundles (infra/app.yaml's BundleBucket output).
-    #[arg(long, env = "DEPLOY_BUCKET")]
+    #[arg(long, env = "DEPLOY_BUCKET", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     bucket: String,
     /// The `api` binary that runs `api db provision --json` (the bundle's own).
     #[arg(
@@ -105,6 +105,7 @@ impl Cli {
             OptionSetting::new("aws:ec2:instances", "InstanceTypes", &self.instance_type),
             OptionSetting::new("aws:autoscaling:asg", "MinSize", "2"),
             OptionSetting::new("aws:autoscaling:asg", "MaxSize", "4"),
+            OptionSetting::new(launch, "DisableIMDSv1", "true"),
         ];
         let optional = [
             (launch, "IamInstanceProfile", &self.instance_profile),
@@ -114,14 +115,17 @@ impl Cli {
             (vpc, "ELBSubnets", &self.elb_subnets),
             (launch, "SecurityGroups", &self.instance_security_group),
         ];
+        // An unset GitHub variable arrives as an empty string: unset here too.
         for (namespace, name, value) in optional {
-            if let Some(value) = value {
+            if let Some(value) = value.as_deref().filter(|value| !value.is_empty()) {
                 settings.push(OptionSetting::new(namespace, name, value));
             }
         }
         // The service finds the database by this id; the bundle's
         // .ebextensions carry a default that the API-set value overrides.
-        if let Ok(id) = std::env::var("APP_RDS__INSTANCE_ID") {
+        if let Ok(id) = std::env::var("APP_RDS__INSTANCE_ID")
+            && !id.is_empty()
+        {
             settings.push(OptionSetting::new(
                 "aws:elasticbeanstalk:application:environment",
                 "APP_RDS__INSTANCE_ID",
@@ -133,9 +137,15 @@ impl Cli {
             settings.push(option.clone());
         }
         NewEnvironment {
-            solution_stack: self.solution_stack.clone(),
+            solution_stack: self
+                .solution_stack
+                .clone()
+                .filter(|stack| !stack.is_empty()),
             option_settings: settings,
-            cname_prefix: self.cname_prefix.clone(),
+            cname_prefix: self
+                .cname_prefix
+                .clone()
+                .filter(|prefix| !prefix.is_empty()),
         }
     }
 
@@ -200,7 +210,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .plan(&target, &cli.bundle, &label, &new_environment)
             .await?
         {
-            println!("would {step}");
+            match step.strip_prefix("  ") {
+                Some(detail) => println!("      {detail}"),
+                None => println!("would {step}"),
+            }
         }
         return Ok(());
     }

@@ -18,6 +18,9 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// The GitHub Actions security linter.
 const ZIZMOR: &str = "zizmor==1.32.0";
 
+/// The CloudFormation linter (infra/).
+const CFN_LINT: &str = "cfn-lint==1.41.0";
+
 /// The AWS emulator the RDS tests run against.
 const MOTO: &str = "moto[server]==5.1.22";
 
@@ -52,8 +55,8 @@ pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
         .env("NO_COLOR", "1"))
 }
 
-/// The Python of `target/tools-venv`, which holds schemathesis and PyYAML
-/// (a schemathesis dependency), installed when missing.
+/// The Python of `target/tools-venv`, which holds schemathesis, zizmor,
+/// cfn-lint, moto (with boto3) and PyYAML, installed when missing.
 pub fn tools_python() -> anyhow::Result<PathBuf> {
     let schemathesis = ensure_schemathesis()?;
     Ok(schemathesis.with_file_name("python"))
@@ -64,19 +67,24 @@ pub fn tools_python() -> anyhow::Result<PathBuf> {
 fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
     let venv = target_dir().join("tools-venv");
     let executable = venv.join("bin/schemathesis");
-    let version = SCHEMATHESIS.trim_start_matches("schemathesis==");
-    let current = Command::new(&executable).arg("--version").output();
-    let zizmor = venv.join("bin/zizmor");
-    let zizmor_version = ZIZMOR.trim_start_matches("zizmor==");
-    let zizmor_current = Command::new(&zizmor).arg("--version").output();
-    if current.is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(version))
-        && zizmor_current
-            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(zizmor_version))
-    {
+    // Each tool at its pinned version, or all are (re)installed.
+    let pinned = [
+        ("schemathesis", SCHEMATHESIS),
+        ("zizmor", ZIZMOR),
+        ("cfn-lint", CFN_LINT),
+    ];
+    let all_current = pinned.iter().all(|(program, requirement)| {
+        let version = requirement.rsplit("==").next().unwrap_or_default();
+        Command::new(venv.join("bin").join(program))
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(version))
+    });
+    if all_current {
         return Ok(executable);
     }
     status(&format!(
-        "installing {SCHEMATHESIS} into {}",
+        "installing {SCHEMATHESIS}, {ZIZMOR}, {CFN_LINT} and {MOTO} into {}",
         venv.display()
     ));
     let created = Command::new("python3")
@@ -95,6 +103,7 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
         SCHEMATHESIS,
         MOTO,
         ZIZMOR,
+        CFN_LINT,
     ]))?;
     Ok(executable)
 }

@@ -8,6 +8,7 @@ mod bench;
 mod browser;
 mod bundle;
 mod contract;
+mod deploy;
 mod lint;
 mod load;
 mod postgres;
@@ -58,6 +59,15 @@ enum Task {
     Rehearse,
     /// Stop PostgreSQL and send SIGTERM under write load; part of `test`.
     Reliability,
+    /// Build the bundle and deploy it to Elastic Beanstalk (the steps of
+    /// deploy.yml). Arguments after `--` go to the deploy program, e.g.
+    /// `cargo xtask deploy -- --bucket my-bundles --dry-run`; see
+    /// `cargo run -p deploy -- --help`.
+    Deploy {
+        /// Arguments for the deploy program.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Rewrite openapi.json from the code.
     Openapi,
     /// Rewrite .sqlx/ (the query metadata that lets builds skip the database).
@@ -91,6 +101,7 @@ impl Task {
             Task::Reliability => reliability::run(),
             Task::Bundle => bundle::build().map(|_| ()),
             Task::Rehearse => rehearse::run_rehearsal(),
+            Task::Deploy { args } => deploy::deploy(&args),
             Task::Bench(options) => bench::run_bench(&options),
             Task::Openapi => openapi(),
             Task::SqlxPrepare => sqlx_data::prepare(),
@@ -154,8 +165,10 @@ fn test() -> anyhow::Result<()> {
     contract::fuzz(&cluster)?;
     reliability::run()?;
     rehearse::run_rehearsal()?;
-    step("linting the GitHub Actions workflows (actionlint, zizmor)");
+    deploy::dry_run_against_moto()?;
+    step("linting the workflows (actionlint, zizmor), infra/ (cfn-lint) and buildspec.yml");
     lint::workflows()?;
+    lint::infra()?;
     step("checking licenses, bans and sources of the dependencies (cargo deny)");
     web::ensure_cargo_tool("cargo-deny", "cargo-deny", CARGO_DENY_VERSION, true)?;
     run(cargo().args([

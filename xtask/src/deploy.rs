@@ -1,0 +1,104 @@
+//! `cargo xtask deploy`: builds the bundle and runs the `deploy` crate's
+//! program on it; and the test command's dry run of that program against
+//! moto.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::bundle::{self, TARGET};
+use crate::contract::{self, Moto};
+use crate::service::target_dir;
+use crate::{cargo, project_root, run, status, step};
+
+/// The `deploy` program, built (debug: it waits on AWS, not on the CPU).
+fn deploy_program() -> anyhow::Result<Command> {
+    run(cargo().args(["build", "--package", "deploy", "--locked", "--quiet"]))?;
+    let mut command = Command::new(target_dir().join("debug/deploy"));
+    command.current_dir(project_root());
+    Ok(command)
+}
+
+/// Builds the bundle, then deploys it with `args` (see `deploy --help`):
+/// the same steps as `.github/workflows/deploy.yml`.
+pub fn deploy(args: &[String]) -> anyhow::Result<()> {
+    let bundle = bundle::build()?;
+    let api = target_dir().join(TARGET).join("release/api");
+    run(deploy_program()?
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--api")
+        .arg(&api)
+        .args(args))
+}
+
+/// The bucket the dry run uploads to (it is created in moto first).
+const BUCKET: &str = "notes-bundles-dry-run";
+
+/// The deploy program's `--dry-run` against moto, twice: on an empty
+/// account (everything is to be created), then after `api db provision`
+/// created the database there (it is to be used as it is).
+pub fn dry_run_against_moto() -> anyhow::Result<()> {
+    let bundle = bundle::build()?;
+    let api = target_dir().join(TARGET).join("release/api");
+    let moto = Moto::start()?;
+    let aws = |command: &mut Command| {
+        command
+            .env("AWS_ENDPOINT_URL", moto.url())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("APP_RDS__INSTANCE_ID", "notes-db")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
+    };
+    let mut create_bucket = Command::new(contract::tools_python()?);
+    create_bucket.args([
+        "-c",
+        "import boto3, os, sys; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=sys.argv[1])",
+        BUCKET,
+    ]);
+    aws(&mut create_bucket);
+    run(&mut create_bucket).context("creating the bucket in moto")?;
+
+    let dry_run = |expected: &[&str]| -> anyhow::Result<()> {
+        let mut command = deploy_program()?;
+        command
+            .args(["--dry-run", "--bucket", BUCKET, "--api"])
+            .arg(&api)
+            .arg("--bundle")
+            .arg(&bundle)
+            .args(["--instance-profile", "notes-instance-profile"]);
+        aws(&mut command);
+        let output = command.output().context("running deploy --dry-run")?;
+        let printed = String::from_utf8_lossy(&output.stdout);
+        eprint!("{}{printed}", String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            bail!("deploy --dry-run failed ({})", output.status);
+        }
+        for line in expected {
+            ensure!(
+                printed.contains(line),
+                "the dry run's plan lacks `{line}`:\n{printed}"
+            );
+        }
+        Ok(())
+    };
+    step("deploy dry run against moto: an empty account");
+    dry_run(&[
+        "would create the database",
+        "would create application notes",
+        "would create version notes-api-",
+        "would create environment notes-prod on \"64bit Amazon Linux 2023",
+        "aws:autoscaling:launchconfiguration:IamInstanceProfile=notes-instance-profile",
+        "aws:elasticbeanstalk:application:environment:APP_RDS__INSTANCE_ID=notes-db",
+    ])?;
+    step("deploy dry run against moto: after `api db provision` there");
+    let mut provision = Command::new(&api);
+    provision.args(["db", "provision", "--json"]);
+    aws(&mut provision);
+    run(&mut provision)?;
+    dry_run(&["would use database notes-db (available)"])?;
+    status("the deploy's dry run passed against moto");
+    Ok(())
+}
