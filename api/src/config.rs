@@ -62,11 +62,13 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     /// `postgres://user:password@host:port/db`; `DATABASE_URL` also sets it.
     pub url: Option<SecretString>,
-    /// Most connections this instance opens. Across the fleet, instances ×
-    /// this must stay below the server's `max_connections` (about 80 on a
-    /// `db.t4g.micro`), with room left for migrations and administration.
+    /// Most connections the data handlers of this instance hold (readiness
+    /// checks and migrations use up to 2 more). Across the fleet, instances
+    /// × (this + 2) must stay below the server's `max_connections` (about 80
+    /// on a `db.t4g.micro`), with room left for administration.
     pub max_connections: u32,
-    /// Connections kept open while idle.
+    /// Connections the readiness and migration pool keeps open while idle
+    /// (at most 2; the handlers' own connections close after 10 idle minutes).
     pub min_connections: u32,
     /// Longest a request waits for a connection before answering 503; keeps
     /// requests from hanging while the database is unreachable.

@@ -190,19 +190,24 @@ pub fn refresh_tokens(
 
 /// Builds the pool without connecting: the service starts (and answers
 /// `/health`) even while the database is down, and connects on demand.
+///
+/// The pool serves the readiness check and migrations: at most
+/// [`POOL_MAX`] connections. The data handlers lease their own
+/// (`database.max_connections` of them; see `lease`).
 pub fn pool(settings: &DatabaseSettings, options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
         // sqlx already pings every connection when it returns to the pool
-        // and drops broken ones; a second ping before each use doubled the
-        // database round trips per request (see the README's Performance
-        // section). A connection that broke while idle fails one request
-        // with a 503 and is dropped.
+        // and drops broken ones; a second ping before each use would add a
+        // round trip to every readiness check.
         .test_before_acquire(false)
-        .max_connections(settings.max_connections)
-        .min_connections(settings.min_connections)
+        .max_connections(POOL_MAX)
+        .min_connections(settings.min_connections.min(POOL_MAX))
         .acquire_timeout(settings.acquire_timeout())
         .connect_lazy_with(options)
 }
+
+/// Connections of the readiness and migration pool.
+pub const POOL_MAX: u32 = 2;
 
 /// Applies pending migrations. Safe to run from several instances at once:
 /// sqlx holds a PostgreSQL advisory lock while it migrates.

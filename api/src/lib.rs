@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod lease;
 pub mod openapi;
 pub mod rds;
 pub mod routes;

@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{CorsSettings, Settings};
+use crate::lease::Connections;
 use crate::routes::{data, health};
 use crate::web::{self, WebAssets};
 use crate::{db, error, openapi, telemetry};
@@ -34,8 +35,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The PostgreSQL connection pool.
+    /// The PostgreSQL connection pool: readiness checks and migrations.
     pub pool: PgPool,
+    /// The connections the data handlers lease, one statement at a time
+    /// (no ping per request; see `lease`).
+    pub db: Arc<Connections>,
     /// The configuration the service started with.
     pub settings: Arc<Settings>,
     /// The built web client, when `web.dir` holds one.
@@ -52,8 +56,14 @@ impl AppState {
                 "no web client in web.dir (build it with `cargo xtask web`): serving the API only"
             );
         }
+        let db = Connections::new(
+            pool.clone(),
+            settings.database.max_connections,
+            settings.database.acquire_timeout(),
+        );
         Ok(AppState {
             pool,
+            db: Arc::new(db),
             settings: Arc::new(settings),
             web: web.map(Arc::new),
         })

@@ -48,6 +48,7 @@ pub async fn create_data(
     State(state): State<AppState>,
     EntryBody(entry): EntryBody,
 ) -> Result<Response, ApiError> {
+    let mut connection = state.db.acquire().await?;
     let record = sqlx::query_as!(
         DataRecord,
         "INSERT INTO data (notes, greeting) VALUES ($1, $2)
@@ -55,8 +56,9 @@ pub async fn create_data(
         entry.notes(),
         entry.greeting(),
     )
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *connection)
     .await?;
+    connection.done();
     let location = HeaderValue::from_str(&format!("/data/{}", record.id))
         .expect("a path made of digits is a valid header value");
     Ok((
@@ -86,13 +88,15 @@ pub async fn list_data(
     RawQuery(query): RawQuery,
 ) -> Result<Json<DataList>, ApiError> {
     let limit = parse_limit(query.as_deref().unwrap_or_default())?;
+    let mut connection = state.db.acquire().await?;
     let items = sqlx::query_as!(
         DataRecord,
         "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT $1",
         i64::from(limit.get()),
     )
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *connection)
     .await?;
+    connection.done();
     Ok(Json(DataList { items }))
 }
 
@@ -118,15 +122,16 @@ pub async fn get_data(
     let Ok(number) = id.parse::<i64>() else {
         return Err(missing());
     };
-    sqlx::query_as!(
+    let mut connection = state.db.acquire().await?;
+    let record = sqlx::query_as!(
         DataRecord,
         "SELECT id, notes, greeting, created_at FROM data WHERE id = $1",
         number,
     )
-    .fetch_optional(&state.pool)
-    .await?
-    .map(Json)
-    .ok_or_else(missing)
+    .fetch_optional(&mut *connection)
+    .await?;
+    connection.done();
+    record.map(Json).ok_or_else(missing)
 }
 
 /// Reads `n` from a raw query string. Other parameters are ignored, but `n`

@@ -5,6 +5,7 @@
 mod binary;
 mod data;
 mod helpers;
+mod lease;
 mod openapi;
 mod rds;
 mod routing;
