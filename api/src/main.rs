@@ -10,7 +10,12 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // `api db status`: 3 says "no such instance", so that scripts
+            // can tell it from a failure to look.
+            match error.downcast_ref::<api::rds::RdsError>() {
+                Some(api::rds::RdsError::NotFound { .. }) => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

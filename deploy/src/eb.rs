@@ -7,13 +7,14 @@ use std::time::Instant;
 use anyhow::{Context as _, anyhow, bail};
 use aws_sdk_elasticbeanstalk::Client;
 use aws_sdk_elasticbeanstalk::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_elasticbeanstalk::operation::RequestId as _;
 use aws_sdk_elasticbeanstalk::primitives::DateTime;
 use aws_sdk_elasticbeanstalk::types::{
     ApplicationVersionStatus, ConfigurationOptionSetting, EnvironmentDescription,
     EnvironmentHealth, EnvironmentStatus, EventDescription, EventSeverity, S3Location,
 };
 
-use crate::{Deployer, Progress, Target};
+use crate::{Progress, Target, Timing};
 
 /// Platform picked when none is named: the newest Go platform on Amazon
 /// Linux 2023 (it runs the prebuilt binary; see the README).
@@ -73,6 +74,117 @@ pub struct NewEnvironment {
     /// Subdomain of the environment's URL; `None` lets Elastic Beanstalk choose.
     pub cname_prefix: Option<String>,
 }
+
+/// The flags (and `DEPLOY_*` variables) a new environment is made from.
+/// An empty value counts as unset: an unset GitHub variable arrives as "".
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EnvironmentFlags {
+    /// New environment: solution stack (default: the newest "64bit Amazon
+    /// Linux 2023 … running Go 1" the region offers).
+    #[arg(long, env = "DEPLOY_SOLUTION_STACK")]
+    pub solution_stack: Option<String>,
+    /// New environment: subdomain of its URL.
+    #[arg(long, env = "DEPLOY_CNAME_PREFIX")]
+    pub cname_prefix: Option<String>,
+    /// New environment: instance profile (infra/app.yaml's InstanceProfile).
+    #[arg(long, env = "DEPLOY_INSTANCE_PROFILE")]
+    pub instance_profile: Option<String>,
+    /// New environment: service role (infra/app.yaml's ServiceRole).
+    #[arg(long, env = "DEPLOY_SERVICE_ROLE")]
+    pub service_role: Option<String>,
+    /// New environment: VPC id.
+    #[arg(long, env = "DEPLOY_VPC_ID")]
+    pub vpc_id: Option<String>,
+    /// New environment: instance subnets, comma-separated.
+    #[arg(long, env = "DEPLOY_INSTANCE_SUBNETS")]
+    pub instance_subnets: Option<String>,
+    /// New environment: load balancer subnets, comma-separated.
+    #[arg(long, env = "DEPLOY_ELB_SUBNETS")]
+    pub elb_subnets: Option<String>,
+    /// New environment: the instances' security group (infra/app.yaml's
+    /// InstanceSecurityGroup: the one the database admits).
+    #[arg(long, env = "DEPLOY_INSTANCE_SECURITY_GROUP")]
+    pub instance_security_group: Option<String>,
+    /// New environment: instance type (x86_64: the binary is x86_64).
+    #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "t3.small")]
+    pub instance_type: String,
+    /// New environment: the RDS instance the service finds the database by.
+    #[arg(long, env = "APP_RDS__INSTANCE_ID")]
+    pub rds_instance_id: Option<String>,
+    /// New environment: the database role the service signs in as.
+    #[arg(long, env = "APP_RDS__APP_USER")]
+    pub rds_app_user: Option<String>,
+    /// New environment: further settings, `namespace:OptionName=value`,
+    /// repeatable; they override the ones above.
+    #[arg(long = "option")]
+    pub options: Vec<OptionSetting>,
+}
+
+impl NewEnvironment {
+    /// A load-balanced environment (application load balancer, 2 to 4
+    /// instances, IMDSv2 only) with the flags' settings, then `--option`s.
+    pub fn from_flags(flags: &EnvironmentFlags) -> NewEnvironment {
+        let set = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+        let mut settings = vec![
+            OptionSetting::new(ENVIRONMENT, "EnvironmentType", "LoadBalanced"),
+            OptionSetting::new(ENVIRONMENT, "LoadBalancerType", "application"),
+            OptionSetting::new("aws:ec2:instances", "InstanceTypes", &flags.instance_type),
+            OptionSetting::new("aws:autoscaling:asg", "MinSize", "2"),
+            OptionSetting::new("aws:autoscaling:asg", "MaxSize", "4"),
+            OptionSetting::new(LAUNCH, "DisableIMDSv1", "true"),
+        ];
+        let optional = [
+            (LAUNCH, "IamInstanceProfile", &flags.instance_profile),
+            (ENVIRONMENT, "ServiceRole", &flags.service_role),
+            (VPC, "VPCId", &flags.vpc_id),
+            (VPC, "Subnets", &flags.instance_subnets),
+            (VPC, "ELBSubnets", &flags.elb_subnets),
+            (LAUNCH, "SecurityGroups", &flags.instance_security_group),
+            // The bundle's .ebextensions carry defaults for these; values
+            // set through the API win over them.
+            (PROPERTIES, "APP_RDS__INSTANCE_ID", &flags.rds_instance_id),
+            (PROPERTIES, "APP_RDS__APP_USER", &flags.rds_app_user),
+        ];
+        for (namespace, name, value) in optional {
+            if let Some(value) = set(value) {
+                settings.push(OptionSetting::new(namespace, name, value));
+            }
+        }
+        for option in &flags.options {
+            settings.retain(|s| (&s.namespace, &s.name) != (&option.namespace, &option.name));
+            settings.push(option.clone());
+        }
+        NewEnvironment {
+            solution_stack: set(&flags.solution_stack),
+            option_settings: settings,
+            cname_prefix: set(&flags.cname_prefix),
+        }
+    }
+
+    /// Refuses to create an environment without the instance profile and
+    /// the service role: Elastic Beanstalk would fail late, or fall back to
+    /// default roles this project never grants.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let has = |namespace: &str, name: &str| {
+            self.option_settings
+                .iter()
+                .any(|s| s.namespace == namespace && s.name == name && !s.value.is_empty())
+        };
+        if !has(LAUNCH, "IamInstanceProfile") || !has(ENVIRONMENT, "ServiceRole") {
+            bail!(
+                "creating the environment needs --instance-profile (DEPLOY_INSTANCE_PROFILE) and \
+                 --service-role (DEPLOY_SERVICE_ROLE): infra/app.yaml's outputs"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Option namespaces.
+const LAUNCH: &str = "aws:autoscaling:launchconfiguration";
+const ENVIRONMENT: &str = "aws:elasticbeanstalk:environment";
+const VPC: &str = "aws:ec2:vpc";
+const PROPERTIES: &str = "aws:elasticbeanstalk:application:environment";
 
 /// Now, as the SDK's time.
 pub fn now() -> DateTime {
@@ -153,17 +265,17 @@ pub async fn version_status(
         }))
 }
 
-/// Creates the version from the uploaded bundle with processing (so Elastic
-/// Beanstalk validates the bundle and its `.ebextensions`) and waits until
-/// it is processed. A version left by an earlier run of the same commit is
-/// reused.
-pub async fn ensure_version(
-    deployer: &Deployer,
+/// Creates the version from the uploaded bundle with processing, so that
+/// Elastic Beanstalk validates the bundle and its `.ebextensions` before
+/// any instance sees them. A version created meanwhile by another run of
+/// the same commit is accepted.
+pub async fn create_version(
+    client: &Client,
     target: &Target,
     label: &str,
     key: &str,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
-    let client = &deployer.eb;
     let created = client
         .create_application_version()
         .application_name(&target.application)
@@ -179,7 +291,7 @@ pub async fn ensure_version(
         .send()
         .await;
     match created {
-        Ok(_) => deployer.progress.say(&format!(
+        Ok(_) => progress.say(&format!(
             "created version {label}; Elastic Beanstalk is validating the bundle"
         )),
         Err(error)
@@ -187,12 +299,22 @@ pub async fn ensure_version(
                 .message()
                 .is_some_and(|m| m.contains("already exists")) =>
         {
-            deployer.progress.say(&format!(
-                "version {label} exists (an earlier run); reusing it"
-            ))
+            progress.say(&format!("version {label} was created meanwhile; using it"));
         }
         Err(error) => return Err(failed("CreateApplicationVersion")(error)),
     }
+    Ok(())
+}
+
+/// Waits until the version is processed; a version Elastic Beanstalk
+/// refused fails with its reasons (the error events).
+pub async fn wait_processed(
+    client: &Client,
+    target: &Target,
+    label: &str,
+    timing: &Timing,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let status = version_status(client, &target.application, label)
@@ -200,9 +322,7 @@ pub async fn ensure_version(
             .with_context(|| format!("version {label} is missing right after its creation"))?;
         match status {
             ApplicationVersionStatus::Processed => {
-                deployer
-                    .progress
-                    .say(&format!("version {label} is processed"));
+                progress.say(&format!("version {label} is processed"));
                 return Ok(());
             }
             ApplicationVersionStatus::Failed => {
@@ -214,12 +334,12 @@ pub async fn ensure_version(
                         .unwrap_or_default()
                 );
             }
-            other if started.elapsed() >= deployer.timing.timeout => bail!(
+            other if started.elapsed() >= timing.timeout => bail!(
                 "version {label} is still {} after {}s",
                 other.as_str(),
                 started.elapsed().as_secs()
             ),
-            _ => tokio::time::sleep(deployer.timing.poll).await,
+            _ => tokio::time::sleep(timing.poll).await,
         }
     }
 }
@@ -309,6 +429,17 @@ pub fn newest_go_platform(stacks: &[String]) -> Option<String> {
         .map(|(_, stack)| stack.clone())
 }
 
+/// An environment operation that was started: its events are those with its
+/// request id (Elastic Beanstalk's, so no clock of ours is involved); when
+/// the answer carried none, those after `since`.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// The request id of the `CreateEnvironment` or `UpdateEnvironment` call.
+    pub request_id: Option<String>,
+    /// Local time just before the call.
+    pub since: DateTime,
+}
+
 /// Creates the environment serving `label`.
 pub async fn create_environment(
     client: &Client,
@@ -316,7 +447,8 @@ pub async fn create_environment(
     label: &str,
     new: &NewEnvironment,
     progress: &Progress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Operation> {
+    let since = now();
     let stack = solution_stack(client, new.solution_stack.as_deref()).await?;
     let settings = new
         .option_settings
@@ -329,7 +461,7 @@ pub async fn create_environment(
                 .build()
         })
         .collect();
-    client
+    let created = client
         .create_environment()
         .application_name(&target.application)
         .environment_name(&target.environment)
@@ -345,7 +477,10 @@ pub async fn create_environment(
          (a first launch takes 5 to 15 minutes)",
         target.environment
     ));
-    Ok(())
+    Ok(Operation {
+        request_id: created.request_id().map(str::to_owned),
+        since,
+    })
 }
 
 /// Points the environment at `label`.
@@ -354,8 +489,9 @@ pub async fn update_environment(
     target: &Target,
     label: &str,
     progress: &Progress,
-) -> anyhow::Result<()> {
-    client
+) -> anyhow::Result<Operation> {
+    let since = now();
+    let updated = client
         .update_environment()
         .application_name(&target.application)
         .environment_name(&target.environment)
@@ -367,16 +503,21 @@ pub async fn update_environment(
         "deploying version {label} to {}",
         target.environment
     ));
-    Ok(())
+    Ok(Operation {
+        request_id: updated.request_id().map(str::to_owned),
+        since,
+    })
 }
 
 /// Waits until an operation already running on the environment (a deploy
 /// started by hand, a configuration change) has ended, so that ours is not
 /// refused; returns the settled description.
 pub async fn wait_settled(
-    deployer: &Deployer,
+    client: &Client,
     target: &Target,
     mut environment: EnvironmentDescription,
+    timing: &Timing,
+    progress: &Progress,
 ) -> anyhow::Result<EnvironmentDescription> {
     let started = Instant::now();
     loop {
@@ -387,21 +528,21 @@ pub async fn wait_settled(
             }
             status => {
                 let status = status.map_or("unknown", EnvironmentStatus::as_str);
-                if started.elapsed() >= deployer.timing.timeout {
+                if started.elapsed() >= timing.timeout {
                     bail!(
                         "environment {} stayed {status} for {}s; another operation is running",
                         target.environment,
                         started.elapsed().as_secs()
                     );
                 }
-                deployer.progress.say(&format!(
+                progress.say(&format!(
                     "environment {} is {status}; waiting for the running operation to end",
                     target.environment
                 ));
             }
         }
-        tokio::time::sleep(deployer.timing.poll).await;
-        environment = find_environment(&deployer.eb, target)
+        tokio::time::sleep(timing.poll).await;
+        environment = find_environment(client, target)
             .await?
             .with_context(|| format!("environment {} disappeared", target.environment))?;
     }
@@ -411,26 +552,30 @@ pub async fn wait_settled(
 /// first; remembers the first error.
 #[derive(Debug, Default)]
 struct EventLog {
+    /// Events printed already: time and message.
     seen: HashSet<(i64, u32, String)>,
+    /// The first ERROR or FATAL event's message.
     first_error: Option<String>,
 }
 
 impl EventLog {
+    /// Prints the operation's events not printed yet.
     async fn follow(
         &mut self,
-        deployer: &Deployer,
+        client: &Client,
         target: &Target,
-        since: DateTime,
+        operation: &Operation,
+        progress: &Progress,
     ) -> anyhow::Result<()> {
-        let found = deployer
-            .eb
+        let request = client
             .describe_events()
             .application_name(&target.application)
-            .environment_name(&target.environment)
-            .start_time(since)
-            .send()
-            .await
-            .map_err(failed("DescribeEvents"))?;
+            .environment_name(&target.environment);
+        let request = match &operation.request_id {
+            Some(id) => request.request_id(id),
+            None => request.start_time(operation.since),
+        };
+        let found = request.send().await.map_err(failed("DescribeEvents"))?;
         // Newest first on the wire.
         for event in found.events().iter().rev() {
             let message = event.message().unwrap_or_default().to_owned();
@@ -441,9 +586,7 @@ impl EventLog {
                 continue;
             }
             let severity = event.severity().map_or("INFO", EventSeverity::as_str);
-            deployer
-                .progress
-                .say(&format!("event {severity}: {message}"));
+            progress.say(&format!("event {severity}: {message}"));
             let is_error = matches!(
                 event.severity(),
                 Some(EventSeverity::Error | EventSeverity::Fatal)
@@ -461,18 +604,20 @@ impl EventLog {
 /// having kept or restored another version, on a Ready environment that is
 /// not Green within the grace period, or on the timeout.
 pub async fn wait_ready_green(
-    deployer: &Deployer,
+    client: &Client,
     target: &Target,
     label: &str,
-    since: DateTime,
+    operation: &Operation,
+    timing: &Timing,
+    progress: &Progress,
 ) -> anyhow::Result<EnvironmentDescription> {
     let started = Instant::now();
     let mut events = EventLog::default();
     let mut last = String::new();
     let mut ready_since: Option<Instant> = None;
     loop {
-        events.follow(deployer, target, since).await?;
-        let environment = find_environment(&deployer.eb, target)
+        events.follow(client, target, operation, progress).await?;
+        let environment = find_environment(client, target)
             .await?
             .with_context(|| format!("environment {} was terminated", target.environment))?;
         let status = environment.status().cloned();
@@ -484,9 +629,7 @@ pub async fn wait_ready_green(
             environment.version_label().unwrap_or("none")
         );
         if now != last {
-            deployer
-                .progress
-                .say(&format!("environment {}: {now}", target.environment));
+            progress.say(&format!("environment {}: {now}", target.environment));
             last = now;
         }
         if status == Some(EnvironmentStatus::Ready) {
@@ -504,7 +647,7 @@ pub async fn wait_ready_green(
                 return Ok(environment);
             }
             let ready_for = ready_since.get_or_insert_with(Instant::now).elapsed();
-            if ready_for >= deployer.timing.green_grace {
+            if ready_for >= timing.green_grace {
                 bail!(
                     "environment {} is Ready but its health is {} after {}s \
                      (see `eb health` or the console's Health page)",
@@ -516,14 +659,14 @@ pub async fn wait_ready_green(
         } else {
             ready_since = None;
         }
-        if started.elapsed() >= deployer.timing.timeout {
+        if started.elapsed() >= timing.timeout {
             bail!(
                 "environment {} is not Ready and Green after {}s ({last})",
                 target.environment,
                 started.elapsed().as_secs()
             );
         }
-        tokio::time::sleep(deployer.timing.poll).await;
+        tokio::time::sleep(timing.poll).await;
     }
 }
 

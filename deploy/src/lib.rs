@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-pub use crate::eb::{NewEnvironment, OptionSetting};
+use aws_sdk_elasticbeanstalk::types::EnvironmentHealth;
+
+pub use crate::eb::{EnvironmentFlags, NewEnvironment, OptionSetting};
 
 /// Where the bundle goes: names of the application, environment and bucket.
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ pub struct Timing {
 /// with the time since the deploy started.
 #[derive(Debug)]
 pub struct Progress {
+    /// When the deploy started.
     started: Instant,
 }
 
@@ -81,7 +84,16 @@ impl Default for Progress {
 /// (region, credentials, and `AWS_ENDPOINT_URL` for an emulator).
 pub async fn aws_clients() -> anyhow::Result<(aws_sdk_elasticbeanstalk::Client, aws_sdk_s3::Client)>
 {
-    let config = aws_config::load_from_env().await;
+    // No call may hang the deploy: each attempt gets two minutes (a bundle
+    // upload included), the SDK retries as usual.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .operation_attempt_timeout(std::time::Duration::from_secs(120))
+        .build();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
     anyhow::ensure!(
         config.region().is_some(),
         "no AWS region: set AWS_REGION (or a profile's region)"
@@ -94,6 +106,24 @@ pub async fn aws_clients() -> anyhow::Result<(aws_sdk_elasticbeanstalk::Client, 
         aws_sdk_elasticbeanstalk::Client::new(&config),
         aws_sdk_s3::Client::from_conf(s3),
     ))
+}
+
+/// One line of a dry run's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Something the deploy would do.
+    Do(String),
+    /// A detail of the step before (an option setting).
+    Detail(String),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Do(step) => write!(f, "would {step}"),
+            Step::Detail(detail) => write!(f, "      {detail}"),
+        }
+    }
 }
 
 /// A finished deploy.
@@ -131,31 +161,54 @@ impl Deployer {
         label: &str,
         new_environment: &NewEnvironment,
     ) -> anyhow::Result<Deployed> {
-        let key = target.key(label);
-        upload::put_bundle(&self.s3, &target.bucket, &key, bundle, &self.progress).await?;
-        eb::ensure_application(&self.eb, &target.application, &self.progress).await?;
-        eb::ensure_version(self, target, label, &key).await?;
+        let (eb, timing, progress) = (&self.eb, &self.timing, &self.progress);
+        eb::ensure_application(eb, &target.application, progress).await?;
+        // A version's bundle is never replaced: the version points at the
+        // S3 key, and a later rollback to it must deploy what it held.
+        if eb::version_status(eb, &target.application, label)
+            .await?
+            .is_some()
+        {
+            progress.say(&format!(
+                "version {label} exists (an earlier run); deploying it as it is"
+            ));
+        } else {
+            let key = target.key(label);
+            upload::put_bundle(&self.s3, &target.bucket, &key, bundle, progress).await?;
+            eb::create_version(eb, target, label, &key, progress).await?;
+        }
+        eb::wait_processed(eb, target, label, timing, progress).await?;
 
-        let since = eb::now();
-        let existing = eb::find_environment(&self.eb, target).await?;
-        let (previous, created) = match existing {
+        let (operation, previous, created) = match eb::find_environment(eb, target).await? {
             None => {
-                eb::create_environment(&self.eb, target, label, new_environment, &self.progress)
-                    .await?;
-                (None, true)
+                new_environment.check()?;
+                let operation =
+                    eb::create_environment(eb, target, label, new_environment, progress).await?;
+                (operation, None, true)
             }
             Some(environment) => {
-                let environment = eb::wait_settled(self, target, environment).await?;
+                let environment =
+                    eb::wait_settled(eb, target, environment, timing, progress).await?;
+                if environment.health() != Some(&EnvironmentHealth::Green) {
+                    progress.say(&format!(
+                        "warning: {} is {} before this deploy; a rollback returns to that",
+                        target.environment,
+                        environment
+                            .health()
+                            .map_or("unknown", EnvironmentHealth::as_str)
+                    ));
+                }
                 let previous = environment.version_label().map(str::to_owned);
-                eb::update_environment(&self.eb, target, label, &self.progress).await?;
-                (previous, false)
+                let operation = eb::update_environment(eb, target, label, progress).await?;
+                (operation, previous, false)
             }
         };
 
         let rollout = async {
-            let environment = eb::wait_ready_green(self, target, label, since).await?;
+            let environment =
+                eb::wait_ready_green(eb, target, label, &operation, timing, progress).await?;
             let url = eb::url(&environment)?;
-            smoke::check(&url, label, self.timing.green_grace, &self.progress).await?;
+            smoke::check(&url, label, timing.green_grace, progress).await?;
             anyhow::Ok(url)
         };
         match rollout.await {
@@ -168,15 +221,14 @@ impl Deployer {
         }
     }
 
-    /// What `deploy` would do, from read-only calls only (`--dry-run`): one
-    /// line per step.
+    /// What `deploy` would do, from read-only calls only (`--dry-run`).
     pub async fn plan(
         &self,
         target: &Target,
         bundle: &std::path::Path,
         label: &str,
         new_environment: &NewEnvironment,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Step>> {
         let mut plan = Vec::new();
         let size = std::fs::metadata(bundle)
             .with_context(|| format!("reading the bundle {}", bundle.display()))?
@@ -186,50 +238,58 @@ impl Deployer {
             "bucket {} does not exist: deploy infra/app.yaml first and use its BundleBucket output",
             target.bucket
         );
-        plan.push(format!(
+        plan.push(Step::Do(format!(
             "upload {} ({size} bytes) to s3://{}/{}",
             bundle.display(),
             target.bucket,
             target.key(label)
-        ));
+        )));
         let version = if !eb::application_exists(&self.eb, &target.application).await? {
-            plan.push(format!("create application {}", target.application));
+            plan.push(Step::Do(format!(
+                "create application {}",
+                target.application
+            )));
             None
         } else {
-            plan.push(format!("use application {}", target.application));
+            plan.push(Step::Do(format!("use application {}", target.application)));
             eb::version_status(&self.eb, &target.application, label).await?
         };
-        plan.push(match version {
+        plan.push(Step::Do(match version {
             Some(status) => format!("reuse version {label} (exists, {})", status.as_str()),
             None => format!("create version {label} with processing (validates .ebextensions)"),
-        });
+        }));
         match eb::find_environment(&self.eb, target).await? {
             None => {
                 let stack =
                     eb::solution_stack(&self.eb, new_environment.solution_stack.as_deref()).await?;
-                plan.push(format!(
+                plan.push(Step::Do(format!(
                     "create environment {} on \"{stack}\" with version {label} and {} option settings:",
                     target.environment,
                     new_environment.option_settings.len()
-                ));
+                )));
                 plan.extend(new_environment.option_settings.iter().map(|setting| {
-                    format!("  {}:{}={}", setting.namespace, setting.name, setting.value)
+                    Step::Detail(format!(
+                        "{}:{}={}",
+                        setting.namespace, setting.name, setting.value
+                    ))
                 }));
-                plan.push("wait until it is Ready and Green, then smoke-test its URL".to_owned());
+                plan.push(Step::Do(
+                    "wait until it is Ready and Green, then smoke-test its URL".to_owned(),
+                ));
             }
             Some(environment) => {
                 let previous = environment.version_label().unwrap_or("none");
-                plan.push(format!(
+                plan.push(Step::Do(format!(
                     "update environment {} ({}, health {}) from version {previous} to {label}",
                     target.environment,
                     environment.status().map_or("unknown", |s| s.as_str()),
                     environment.health().map_or("unknown", |h| h.as_str()),
-                ));
-                plan.push(format!(
+                )));
+                plan.push(Step::Do(format!(
                     "wait until it is Ready and Green, smoke-test {}, and on failure \
                      redeploy {previous}",
                     eb::url(&environment).unwrap_or_else(|_| "its URL".to_owned())
-                ));
+                )));
             }
         }
         Ok(plan)
@@ -252,14 +312,14 @@ impl Deployer {
         self.progress.say(&format!(
             "deploying {label} failed: {failure:#}; rolling back to {previous}"
         ));
-        let since = eb::now();
+        let (eb, timing, progress) = (&self.eb, &self.timing, &self.progress);
         let restored = async {
-            let environment = eb::find_environment(&self.eb, target)
+            let environment = eb::find_environment(eb, target)
                 .await?
                 .context("the environment disappeared")?;
-            eb::wait_settled(self, target, environment).await?;
-            eb::update_environment(&self.eb, target, &previous, &self.progress).await?;
-            eb::wait_ready_green(self, target, &previous, since).await
+            eb::wait_settled(eb, target, environment, timing, progress).await?;
+            let operation = eb::update_environment(eb, target, &previous, progress).await?;
+            eb::wait_ready_green(eb, target, &previous, &operation, timing, progress).await
         };
         match restored.await {
             Ok(_) => failure.context(format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use deploy::{Deployer, NewEnvironment, OptionSetting, Progress, Target, Timing};
+use deploy::{Deployer, EnvironmentFlags, NewEnvironment, Progress, Target, Timing};
 
 /// Deploy the bundle to Elastic Beanstalk: provision RDS, upload, create the
 /// version (processed), create or update the environment, wait for Ready and
@@ -48,44 +48,21 @@ struct Cli {
     #[arg(long)]
     dry_run: bool,
 
-    /// New environment: solution stack (default: the newest "64bit Amazon
-    /// Linux 2023 … running Go 1" the region offers).
-    #[arg(long, env = "DEPLOY_SOLUTION_STACK")]
-    solution_stack: Option<String>,
-    /// New environment: subdomain of its URL.
-    #[arg(long, env = "DEPLOY_CNAME_PREFIX")]
-    cname_prefix: Option<String>,
-    /// New environment: instance profile (infra/app.yaml's InstanceProfile).
-    #[arg(long, env = "DEPLOY_INSTANCE_PROFILE")]
-    instance_profile: Option<String>,
-    /// New environment: service role (infra/app.yaml's ServiceRole).
-    #[arg(long, env = "DEPLOY_SERVICE_ROLE")]
-    service_role: Option<String>,
-    /// New environment: VPC id.
-    #[arg(long, env = "DEPLOY_VPC_ID")]
-    vpc_id: Option<String>,
-    /// New environment: instance subnets, comma-separated.
-    #[arg(long, env = "DEPLOY_INSTANCE_SUBNETS")]
-    instance_subnets: Option<String>,
-    /// New environment: load balancer subnets, comma-separated.
-    #[arg(long, env = "DEPLOY_ELB_SUBNETS")]
-    elb_subnets: Option<String>,
-    /// New environment: the instances' security group (infra/app.yaml's
-    /// InstanceSecurityGroup: the one the database admits).
-    #[arg(long, env = "DEPLOY_INSTANCE_SECURITY_GROUP")]
-    instance_security_group: Option<String>,
-    /// New environment: instance type (x86_64: the binary is x86_64).
-    #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "t3.small")]
-    instance_type: String,
-    /// New environment: further settings, `namespace:OptionName=value`, repeatable.
-    #[arg(long = "option")]
-    options: Vec<OptionSetting>,
+    /// What a new environment is created with.
+    #[command(flatten)]
+    environment_flags: EnvironmentFlags,
+    /// Deploy a bundle built from a working tree with uncommitted changes
+    /// (its label ends in `-dirty` and does not name one commit).
+    #[arg(long)]
+    allow_dirty: bool,
 
     /// Seconds between looks at the environment.
     #[arg(long, default_value_t = 10)]
     poll_secs: u64,
-    /// Longest wait for Ready and Green, in seconds.
-    #[arg(long, default_value_t = 1800)]
+    /// Longest wait for Ready and Green (and for each other wait), in
+    /// seconds. deploy.yml's credentials last 2 hours: a deploy's wait, a
+    /// rollback's two and the first RDS creation fit in that.
+    #[arg(long, default_value_t = 1200)]
     timeout_secs: u64,
     /// How long a Ready environment may stay short of Green, in seconds.
     #[arg(long, default_value_t = 300)]
@@ -93,62 +70,6 @@ struct Cli {
 }
 
 impl Cli {
-    /// The option settings of a new environment: the flags' settings, the
-    /// database's instance id for the service, then `--option`s (which win).
-    fn new_environment(&self) -> NewEnvironment {
-        let launch = "aws:autoscaling:launchconfiguration";
-        let environment = "aws:elasticbeanstalk:environment";
-        let vpc = "aws:ec2:vpc";
-        let mut settings = vec![
-            OptionSetting::new(environment, "EnvironmentType", "LoadBalanced"),
-            OptionSetting::new(environment, "LoadBalancerType", "application"),
-            OptionSetting::new("aws:ec2:instances", "InstanceTypes", &self.instance_type),
-            OptionSetting::new("aws:autoscaling:asg", "MinSize", "2"),
-            OptionSetting::new("aws:autoscaling:asg", "MaxSize", "4"),
-            OptionSetting::new(launch, "DisableIMDSv1", "true"),
-        ];
-        let optional = [
-            (launch, "IamInstanceProfile", &self.instance_profile),
-            (environment, "ServiceRole", &self.service_role),
-            (vpc, "VPCId", &self.vpc_id),
-            (vpc, "Subnets", &self.instance_subnets),
-            (vpc, "ELBSubnets", &self.elb_subnets),
-            (launch, "SecurityGroups", &self.instance_security_group),
-        ];
-        // An unset GitHub variable arrives as an empty string: unset here too.
-        for (namespace, name, value) in optional {
-            if let Some(value) = value.as_deref().filter(|value| !value.is_empty()) {
-                settings.push(OptionSetting::new(namespace, name, value));
-            }
-        }
-        // The service finds the database by this id; the bundle's
-        // .ebextensions carry a default that the API-set value overrides.
-        if let Ok(id) = std::env::var("APP_RDS__INSTANCE_ID")
-            && !id.is_empty()
-        {
-            settings.push(OptionSetting::new(
-                "aws:elasticbeanstalk:application:environment",
-                "APP_RDS__INSTANCE_ID",
-                id,
-            ));
-        }
-        for option in &self.options {
-            settings.retain(|s| (&s.namespace, &s.name) != (&option.namespace, &option.name));
-            settings.push(option.clone());
-        }
-        NewEnvironment {
-            solution_stack: self
-                .solution_stack
-                .clone()
-                .filter(|stack| !stack.is_empty()),
-            option_settings: settings,
-            cname_prefix: self
-                .cname_prefix
-                .clone()
-                .filter(|prefix| !prefix.is_empty()),
-        }
-    }
-
     fn label(&self) -> anyhow::Result<String> {
         match &self.version_label {
             Some(label) => Ok(label.clone()),
@@ -179,7 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         environment: cli.environment.clone(),
         bucket: cli.bucket.clone(),
     };
-    let new_environment = cli.new_environment();
+    let new_environment = NewEnvironment::from_flags(&cli.environment_flags);
     let (eb, s3) = deploy::aws_clients().await?;
     let deployer = Deployer {
         eb,
@@ -210,14 +131,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .plan(&target, &cli.bundle, &label, &new_environment)
             .await?
         {
-            match step.strip_prefix("  ") {
-                Some(detail) => println!("      {detail}"),
-                None => println!("would {step}"),
-            }
+            println!("{step}");
         }
         return Ok(());
     }
 
+    anyhow::ensure!(
+        cli.allow_dirty || !label.ends_with("-dirty"),
+        "version {label} was built from uncommitted changes and names no commit; commit \
+         first, or pass --allow-dirty"
+    );
+    // The cheap checks first: a wrong bucket must not leave a new database.
+    anyhow::ensure!(
+        deploy::upload::bucket_exists(&deployer.s3, &target.bucket).await?,
+        "bucket {} does not exist: deploy infra/app.yaml first and use its BundleBucket output",
+        target.bucket
+    );
     if !cli.skip_provision {
         deploy::provision::provision(&cli.api, &deployer.progress)?;
     }

@@ -45,8 +45,8 @@ pub fn provision(api: &Path, progress: &Progress) -> anyhow::Result<Value> {
 }
 
 /// For a dry run: `api db status --json`, read-only. `Some(report)` when the
-/// instance exists, `None` when the command says it does not (its message is
-/// on stderr).
+/// instance exists, `None` when it does not (`api` exits with 3); any other
+/// failure (credentials, region, permissions) is an error.
 pub fn status(api: &Path) -> anyhow::Result<Option<Value>> {
     let output = Command::new(api)
         .args(["db", "status", "--json"])
@@ -54,8 +54,10 @@ pub fn status(api: &Path) -> anyhow::Result<Option<Value>> {
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("starting {}", api.display()))?;
-    if !output.status.success() {
-        return Ok(None);
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => return Ok(None),
+        _ => bail!("`api db status` failed ({})", output.status),
     }
     serde_json::from_slice(&output.stdout)
         .map(Some)

@@ -25,7 +25,7 @@ use aws_sdk_elasticbeanstalk::types::{
 };
 use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use deploy::{Deployer, NewEnvironment, OptionSetting, Progress, Target, Timing};
+use deploy::{Deployer, EnvironmentFlags, NewEnvironment, OptionSetting, Progress, Target, Timing};
 use sqlx::PgPool;
 
 const APP: &str = "notes";
@@ -39,11 +39,42 @@ fn target() -> Target {
     }
 }
 
-/// A bundle file to upload.
-fn bundle() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("deploy-test-{}.zip", std::process::id()));
-    std::fs::write(&path, b"PK\x05\x06 not really a zip").expect("temp file writes");
-    path
+/// A bundle file to upload, one per test (removed when dropped).
+struct Bundle(PathBuf);
+
+impl Bundle {
+    fn new(test: &str) -> Bundle {
+        let path =
+            std::env::temp_dir().join(format!("deploy-test-{test}-{}.zip", std::process::id()));
+        std::fs::write(&path, b"PK\x05\x06 not really a zip").expect("temp file writes");
+        Bundle(path)
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a new environment needs at least: the instance profile and the
+/// service role.
+fn new_environment() -> NewEnvironment {
+    NewEnvironment {
+        option_settings: vec![
+            OptionSetting::new(
+                "aws:autoscaling:launchconfiguration",
+                "IamInstanceProfile",
+                "notes-instance",
+            ),
+            OptionSetting::new(
+                "aws:elasticbeanstalk:environment",
+                "ServiceRole",
+                "arn:aws:iam::123456789012:role/notes-eb-service",
+            ),
+        ],
+        ..NewEnvironment::default()
+    }
 }
 
 /// The real service on a free port, as the environment's CNAME.
@@ -92,6 +123,10 @@ fn no_environment() -> DescribeEnvironmentsOutput {
     DescribeEnvironmentsOutput::builder().build()
 }
 
+fn no_version() -> DescribeApplicationVersionsOutput {
+    DescribeApplicationVersionsOutput::builder().build()
+}
+
 fn version(status: ApplicationVersionStatus) -> DescribeApplicationVersionsOutput {
     DescribeApplicationVersionsOutput::builder()
         .application_versions(
@@ -122,8 +157,8 @@ fn timing(green_grace: Duration) -> Timing {
     }
 }
 
-/// The rules every deploy passes through before the environment step:
-/// upload, an existing application, a version that gets processed.
+/// The rules every deploy passes through before the environment step: an
+/// existing application, no version yet, then one that gets processed.
 fn common_rules() -> Vec<Rule> {
     vec![
         mock!(Client::describe_applications).then_output(|| {
@@ -146,6 +181,7 @@ fn common_rules() -> Vec<Rule> {
             .then_output(|| CreateApplicationVersionOutput::builder().build()),
         mock!(Client::describe_application_versions)
             .sequence()
+            .output(no_version)
             .output(|| version(ApplicationVersionStatus::Processing))
             .output(|| version(ApplicationVersionStatus::Processed))
             .repeatedly()
@@ -153,18 +189,26 @@ fn common_rules() -> Vec<Rule> {
     ]
 }
 
-fn deployer(eb_rules: &[&Rule], green_grace: Duration) -> Deployer {
-    let put = mock!(aws_sdk_s3::Client::put_object)
+/// The upload of `notes/v2.zip` to the `bundles` bucket.
+fn put_rule() -> Rule {
+    mock!(aws_sdk_s3::Client::put_object)
         .match_requests(|request| {
             request.bucket() == Some("bundles") && request.key() == Some("notes/v2.zip")
         })
-        .then_output(|| PutObjectOutput::builder().build());
+        .then_output(|| PutObjectOutput::builder().build())
+}
+
+fn deployer_with(eb_rules: &[&Rule], put: &Rule, green_grace: Duration) -> Deployer {
     Deployer {
         eb: mock_client!(aws_sdk_elasticbeanstalk, RuleMode::MatchAny, eb_rules),
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&put]),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[put]),
         timing: timing(green_grace),
         progress: Progress::new(),
     }
+}
+
+fn deployer(eb_rules: &[&Rule], green_grace: Duration) -> Deployer {
+    deployer_with(eb_rules, &put_rule(), green_grace)
 }
 
 fn events(list: Vec<EventDescription>) -> Rule {
@@ -206,6 +250,10 @@ async fn a_first_deploy_creates_the_environment_and_smoke_tests_it(pool: PgPool)
                     setting.option_name() == Some("IamInstanceProfile")
                         && setting.value() == Some("notes-instance")
                 })
+                && request
+                    .option_settings()
+                    .iter()
+                    .any(|setting| setting.option_name() == Some("ServiceRole"))
         })
         .then_output(|| CreateEnvironmentOutput::builder().build());
     let described = {
@@ -238,23 +286,18 @@ async fn a_first_deploy_creates_the_environment_and_smoke_tests_it(pool: PgPool)
     )]);
     let mut all: Vec<&Rule> = rules.iter().collect();
     all.extend([&create_app, &stacks, &create, &described, &events]);
-    let deployer = deployer(&all, Duration::from_secs(5));
-    let new = NewEnvironment {
-        option_settings: vec![OptionSetting::new(
-            "aws:autoscaling:launchconfiguration",
-            "IamInstanceProfile",
-            "notes-instance",
-        )],
-        ..NewEnvironment::default()
-    };
+    let put = put_rule();
+    let deployer = deployer_with(&all, &put, Duration::from_secs(5));
+    let bundle = Bundle::new("first");
 
     let deployed = deployer
-        .deploy(&target(), &bundle(), "v2", &new)
+        .deploy(&target(), &bundle.0, "v2", &new_environment())
         .await
         .expect("the deploy succeeds");
 
     assert_eq!(deployed.url, format!("http://{cname}"));
     assert!(deployed.created);
+    assert_eq!(put.num_calls(), 1, "the bundle was uploaded");
     assert_eq!(create_app.num_calls(), 1);
     assert_eq!(
         create.num_calls(),
@@ -311,7 +354,12 @@ async fn an_update_that_stays_red_is_rolled_back(pool: PgPool) {
     let deployer = deployer(&all, Duration::ZERO);
 
     let error = deployer
-        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .deploy(
+            &target(),
+            &Bundle::new("t1").0,
+            "v2",
+            &NewEnvironment::default(),
+        )
         .await
         .expect_err("a Red environment fails the deploy");
 
@@ -361,7 +409,12 @@ async fn a_failed_smoke_test_rolls_back() {
     let deployer = deployer(&all, Duration::from_millis(200));
 
     let error = deployer
-        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .deploy(
+            &target(),
+            &Bundle::new("t2").0,
+            "v2",
+            &NewEnvironment::default(),
+        )
         .await
         .expect_err("nothing answers /health");
 
@@ -403,21 +456,40 @@ async fn an_error_event_fails_the_deploy_even_when_ready() {
         .repeatedly()
         .build();
     let (to_v2, to_v1) = (update_to("v2"), update_to("v1"));
-    let events = events(vec![event(
-        EventSeverity::Error,
-        "Instance deployment failed. For details, see 'eb-engine.log'.",
-    )]);
+    // The update's events hold the error; the rollback's are clean.
+    let events = mock!(Client::describe_events)
+        .sequence()
+        .output(|| {
+            DescribeEventsOutput::builder()
+                .events(event(
+                    EventSeverity::Error,
+                    "Instance deployment failed. For details, see 'eb-engine.log'.",
+                ))
+                .build()
+        })
+        .output(|| DescribeEventsOutput::builder().build())
+        .repeatedly()
+        .build();
     let mut all: Vec<&Rule> = rules.iter().collect();
     all.extend([&described, &to_v2, &to_v1, &events]);
     let deployer = deployer(&all, Duration::from_secs(5));
 
     let error = deployer
-        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .deploy(
+            &target(),
+            &Bundle::new("t3").0,
+            "v2",
+            &NewEnvironment::default(),
+        )
         .await
         .expect_err("an ERROR event fails the deploy");
 
     let message = format!("{error:#}");
     assert!(message.contains("Instance deployment failed"), "{message}");
+    assert!(
+        message.contains("rolled back to v1, which is Ready and Green"),
+        "{message}"
+    );
     assert_eq!(to_v1.num_calls(), 1, "{message}");
 }
 
@@ -425,7 +497,11 @@ async fn an_error_event_fails_the_deploy_even_when_ready() {
 async fn a_refused_bundle_stops_before_the_environment() {
     let mut rules = common_rules();
     rules[2] = mock!(Client::describe_application_versions)
-        .then_output(|| version(ApplicationVersionStatus::Failed));
+        .sequence()
+        .output(no_version)
+        .output(|| version(ApplicationVersionStatus::Failed))
+        .repeatedly()
+        .build();
     let events = events(vec![event(
         EventSeverity::Error,
         "Invalid option specification in .ebextensions/02-health.config",
@@ -436,7 +512,12 @@ async fn a_refused_bundle_stops_before_the_environment() {
     let deployer = deployer(&all, Duration::from_secs(5));
 
     let error = deployer
-        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .deploy(
+            &target(),
+            &Bundle::new("t4").0,
+            "v2",
+            &NewEnvironment::default(),
+        )
         .await
         .expect_err("a Failed version stops the deploy");
 
@@ -450,17 +531,11 @@ async fn a_refused_bundle_stops_before_the_environment() {
 }
 
 #[tokio::test]
-async fn a_failed_first_deploy_says_there_is_nothing_to_roll_back_to() {
+async fn an_existing_version_is_deployed_as_it_is_and_a_failed_first_deploy_has_no_rollback() {
     let mut rules = common_rules();
-    // The same commit deployed again: its version exists already.
-    rules[1] = mock!(Client::create_application_version).then_error(|| {
-        CreateApplicationVersionError::generic(
-            ErrorMetadata::builder()
-                .code("InvalidParameterValue")
-                .message("Application Version v2 already exists.")
-                .build(),
-        )
-    });
+    // The same commit deployed before: its version exists and is processed.
+    rules[2] = mock!(Client::describe_application_versions)
+        .then_output(|| version(ApplicationVersionStatus::Processed));
     let stacks = mock!(Client::list_available_solution_stacks).then_output(|| {
         ListAvailableSolutionStacksOutput::builder()
             .solution_stacks("64bit Amazon Linux 2023 v4.4.0 running Go 1")
@@ -479,16 +554,206 @@ async fn a_failed_first_deploy_says_there_is_nothing_to_roll_back_to() {
     let events = events(Vec::new());
     let mut all: Vec<&Rule> = rules.iter().collect();
     all.extend([&stacks, &create, &described, &update, &events]);
-    let deployer = deployer(&all, Duration::ZERO);
+    let put = put_rule();
+    let deployer = deployer_with(&all, &put, Duration::ZERO);
+    let bundle = Bundle::new("existing");
 
     let error = deployer
-        .deploy(&target(), &bundle(), "v2", &NewEnvironment::default())
+        .deploy(&target(), &bundle.0, "v2", &new_environment())
         .await
         .expect_err("a Red new environment fails");
 
     let message = format!("{error:#}");
     assert!(message.contains("no previous version"), "{message}");
+    assert_eq!(
+        (put.num_calls(), rules[1].num_calls()),
+        (0, 0),
+        "the existing version's bundle is neither uploaded again nor recreated"
+    );
     assert_eq!((create.num_calls(), update.num_calls()), (1, 0));
+}
+
+#[tokio::test]
+async fn a_version_created_meanwhile_by_another_run_is_used() {
+    let mut rules = common_rules();
+    rules[1] = mock!(Client::create_application_version).then_error(|| {
+        CreateApplicationVersionError::generic(
+            ErrorMetadata::builder()
+                .code("InvalidParameterValue")
+                .message("Application Version v2 already exists.")
+                .build(),
+        )
+    });
+    let described = mock!(Client::describe_environments).then_output(no_environment);
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.push(&described);
+    let deployer = deployer(&all, Duration::ZERO);
+    let bundle = Bundle::new("meanwhile");
+
+    let error = deployer
+        .deploy(&target(), &bundle.0, "v2", &NewEnvironment::default())
+        .await
+        .expect_err("stops at the environment: no roles given");
+
+    // It got past the version step to the environment's.
+    let message = format!("{error:#}");
+    assert!(message.contains("DEPLOY_INSTANCE_PROFILE"), "{message}");
+    assert_eq!(rules[1].num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_new_environment_needs_its_roles() {
+    let rules = common_rules();
+    let described = mock!(Client::describe_environments).then_output(no_environment);
+    let create = mock!(Client::create_environment)
+        .then_output(|| CreateEnvironmentOutput::builder().build());
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&described, &create]);
+    let deployer = deployer(&all, Duration::ZERO);
+    let bundle = Bundle::new("roles");
+
+    let error = deployer
+        .deploy(&target(), &bundle.0, "v2", &NewEnvironment::default())
+        .await
+        .expect_err("no instance profile, no service role");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("DEPLOY_INSTANCE_PROFILE"), "{message}");
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_environment_that_settles_on_another_version_is_a_failure() {
+    let rules = common_rules();
+    // Busy with an operation started elsewhere, then Ready on v1; after our
+    // update it comes back Ready on v1 again (the new version did not take).
+    let described = mock!(Client::describe_environments)
+        .sequence()
+        .output(|| {
+            environment(
+                EnvironmentStatus::Updating,
+                EnvironmentHealth::Grey,
+                "v1",
+                "x",
+            )
+        })
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .times(4)
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .repeatedly()
+        .build();
+    let (to_v2, to_v1) = (update_to("v2"), update_to("v1"));
+    let events = events(Vec::new());
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&described, &to_v2, &to_v1, &events]);
+    let deployer = deployer(&all, Duration::from_secs(5));
+    let bundle = Bundle::new("other-version");
+
+    let error = deployer
+        .deploy(&target(), &bundle.0, "v2", &NewEnvironment::default())
+        .await
+        .expect_err("v2 never took");
+
+    let message = format!("{error:#}");
+    assert!(message.contains("Ready on version v1, not v2"), "{message}");
+    assert_eq!((to_v2.num_calls(), to_v1.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_too_says_so() {
+    let rules = common_rules();
+    let described = mock!(Client::describe_environments)
+        .sequence()
+        .output(|| {
+            environment(
+                EnvironmentStatus::Ready,
+                EnvironmentHealth::Green,
+                "v1",
+                "x",
+            )
+        })
+        .output(|| environment(EnvironmentStatus::Ready, EnvironmentHealth::Red, "v2", "x"))
+        .repeatedly()
+        .build();
+    let to_v2 = update_to("v2");
+    let to_v1 = mock!(Client::update_environment)
+        .match_requests(|request| request.version_label() == Some("v1"))
+        .then_error(|| {
+            aws_sdk_elasticbeanstalk::operation::update_environment::UpdateEnvironmentError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidParameterValue")
+                    .message("Environment named notes-prod is in an invalid state for this operation.")
+                    .build(),
+            )
+        });
+    let events = events(Vec::new());
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend([&described, &to_v2, &to_v1, &events]);
+    let deployer = deployer(&all, Duration::ZERO);
+    let bundle = Bundle::new("failed-rollback");
+
+    let error = deployer
+        .deploy(&target(), &bundle.0, "v2", &NewEnvironment::default())
+        .await
+        .expect_err("both fail");
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("rolling back to v1 failed too"),
+        "{message}"
+    );
+    assert!(message.contains("invalid state"), "{message}");
+    assert!(message.contains("health is Red"), "{message}");
+}
+
+#[test]
+fn flags_make_the_option_settings_and_empty_values_count_as_unset() {
+    let flags = EnvironmentFlags {
+        instance_profile: Some("notes-instance".to_owned()),
+        service_role: Some(String::new()),
+        vpc_id: Some("vpc-1".to_owned()),
+        instance_type: "t3.small".to_owned(),
+        rds_instance_id: Some("notes-db".to_owned()),
+        solution_stack: Some(String::new()),
+        options: vec![
+            "aws:ec2:instances:InstanceTypes=t3.medium"
+                .parse()
+                .expect("parses"),
+        ],
+        ..EnvironmentFlags::default()
+    };
+
+    let new = NewEnvironment::from_flags(&flags);
+
+    let find = |name: &str| {
+        new.option_settings
+            .iter()
+            .filter(|setting| setting.name == name)
+            .map(|setting| setting.value.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(find("IamInstanceProfile"), ["notes-instance"]);
+    assert!(find("ServiceRole").is_empty(), "an empty variable is unset");
+    assert_eq!(find("VPCId"), ["vpc-1"]);
+    assert_eq!(find("InstanceTypes"), ["t3.medium"], "--option wins, once");
+    assert_eq!(find("APP_RDS__INSTANCE_ID"), ["notes-db"]);
+    assert_eq!(find("DisableIMDSv1"), ["true"]);
+    assert_eq!(new.solution_stack, None);
+    assert!(new.check().is_err(), "no service role");
 }
 
 #[test]

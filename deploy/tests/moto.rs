@@ -166,7 +166,8 @@ async fn a_first_deploy_creates_the_environment_on_the_go_platform() {
         environment.application_name(),
         Some(target.application.as_str())
     );
-    // The stack came from moto's list: the newest AL2023 Go platform.
+    // moto accepts the call but keeps neither the stack nor the settings;
+    // what it does answer is the list the default stack is picked from.
     let stack = deploy::eb::solution_stack(&deployer.eb, None)
         .await
         .expect("lists stacks");
@@ -193,7 +194,11 @@ async fn the_dry_run_plans_a_first_deploy_and_changes_nothing() {
         .await
         .expect("the plan is made");
 
-    let text = plan.join("\n");
+    let text = plan
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         text.contains(&format!("create application {}", target.application)),
         "{text}"

@@ -39,6 +39,18 @@ pub fn build() -> anyhow::Result<PathBuf> {
     let version = version()?;
     let dir = target_dir().join("bundle");
     std::fs::create_dir_all(&dir)?;
+    // One bundle in the folder, always this build's: pipelines pick it up
+    // by pattern, and a cached target/ must not offer a stale one.
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        if name.starts_with("notes-api-") && name.ends_with(".zip") {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     let path = dir.join(format!("notes-api-{version}.zip"));
     let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
