@@ -233,11 +233,7 @@ impl Deployer {
         let size = std::fs::metadata(bundle)
             .with_context(|| format!("reading the bundle {}", bundle.display()))?
             .len();
-        anyhow::ensure!(
-            upload::bucket_exists(&self.s3, &target.bucket).await?,
-            "bucket {} does not exist: deploy infra/app.yaml first and use its BundleBucket output",
-            target.bucket
-        );
+        upload::require_bucket(&self.s3, &target.bucket).await?;
         plan.push(Step::Do(format!(
             "upload {} ({size} bytes) to s3://{}/{}",
             bundle.display(),

@@ -142,11 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
          first, or pass --allow-dirty"
     );
     // The cheap checks first: a wrong bucket must not leave a new database.
-    anyhow::ensure!(
-        deploy::upload::bucket_exists(&deployer.s3, &target.bucket).await?,
-        "bucket {} does not exist: deploy infra/app.yaml first and use its BundleBucket output",
-        target.bucket
-    );
+    deploy::upload::require_bucket(&deployer.s3, &target.bucket).await?;
     if !cli.skip_provision {
         deploy::provision::provision(&cli.api, &deployer.progress)?;
     }

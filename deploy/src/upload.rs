@@ -37,10 +37,7 @@ pub async fn put_bundle(
         .await
         .map_err(|error| {
             if error.code() == Some("NoSuchBucket") {
-                anyhow!(
-                    "bucket {bucket} does not exist: deploy infra/app.yaml first and use \
-                     its BundleBucket output"
-                )
+                missing_bucket(bucket)
             } else {
                 anyhow!("s3:PutObject failed: {}", DisplayErrorContext(&error))
             }
@@ -48,11 +45,21 @@ pub async fn put_bundle(
     Ok(())
 }
 
-/// Whether the bucket exists and can be reached with these credentials.
-pub async fn bucket_exists(client: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<bool> {
+/// The error for a bucket that is not there, with the fix.
+fn missing_bucket(bucket: &str) -> anyhow::Error {
+    anyhow!(
+        "bucket {bucket} does not exist: deploy infra/app.yaml first and use its BundleBucket \
+         output"
+    )
+}
+
+/// Fails unless the bucket exists and can be reached with these credentials.
+pub async fn require_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<()> {
     match client.head_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(true),
-        Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+        Ok(_) => Ok(()),
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
+            Err(missing_bucket(bucket))
+        }
         Err(error) => Err(anyhow!(
             "s3:HeadBucket ({bucket}) failed: {}",
             DisplayErrorContext(&error)

@@ -149,6 +149,18 @@ impl Moto {
         Ok(moto)
     }
 
+    /// Points the AWS SDK of `command` at this emulator with dummy
+    /// credentials, so that nothing it runs can reach AWS.
+    pub fn aim<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
+            .env("AWS_ENDPOINT_URL", self.url())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+    }
+
     /// The endpoint URL for `AWS_ENDPOINT_URL`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

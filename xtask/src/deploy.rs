@@ -43,14 +43,7 @@ pub fn dry_run_against_moto() -> anyhow::Result<()> {
     let api = target_dir().join(TARGET).join("release/api");
     let moto = Moto::start()?;
     let aws = |command: &mut Command| {
-        command
-            .env("AWS_ENDPOINT_URL", moto.url())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("APP_RDS__INSTANCE_ID", "notes-db")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
+        moto.aim(command).env("APP_RDS__INSTANCE_ID", "notes-db");
     };
     let mut create_bucket = Command::new(contract::tools_python()?);
     create_bucket.args([

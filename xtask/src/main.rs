@@ -145,19 +145,15 @@ fn test() -> anyhow::Result<()> {
     sqlx_data::check(&cluster)?;
     web::build(false)?;
     step("running the workspace's tests");
-    run(cargo()
-        .args(["test", "--workspace", "--locked"])
-        .env("DATABASE_URL", &database_url)
-        // The TLS tests: a server certificate for `localhost` from this CA.
-        .env("TEST_TLS_CA", &certificates.ca)
-        .env("TEST_TLS_OTHER_CA", &certificates.other_ca)
-        // The RDS tests talk to moto, never to AWS.
-        .env("AWS_ENDPOINT_URL", moto.url())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN"))?;
+    // The RDS and deploy tests talk to moto, never to AWS.
+    run(moto.aim(
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .env("DATABASE_URL", &database_url)
+            // The TLS tests: a server certificate for `localhost` from this CA.
+            .env("TEST_TLS_CA", &certificates.ca)
+            .env("TEST_TLS_OTHER_CA", &certificates.other_ca),
+    ))?;
     drop(moto);
     step("running the browser tests (Playwright, system Chromium)");
     browser::test(&cluster)?;
