@@ -1,6 +1,11 @@
 //! `api db bootstrap`: once per database, as the master user, create the
 //! role the service logs in as (IAM authentication on RDS) and a schema it
-//! owns, where its migrations then create the tables. Idempotent.
+//! may use and create in, where its migrations then create the tables.
+//! Idempotent.
+//!
+//! On RDS the master user is not a superuser: it has `CREATEDB` and
+//! `CREATEROLE` and is a member of `rds_superuser`. Every statement here is
+//! one such a user may run, on PostgreSQL 15 and 16 alike.
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -83,7 +88,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     if !exists {
         transaction
             .execute(format!("CREATE ROLE \"{role}\" LOGIN").as_str())
-            .await?;
+            .await
+            .with_context(|| format!("creating role {role}"))?;
     }
     let has_rds_iam: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam')")
@@ -92,15 +98,23 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     if has_rds_iam {
         transaction
             .execute(format!("GRANT rds_iam TO \"{role}\"").as_str())
-            .await?;
+            .await
+            .with_context(|| format!("granting rds_iam to {role}"))?;
     }
     // A schema named after the role is first on its default search_path
-    // ("$user", public): its migrations and queries land there.
+    // ("$user", public): its migrations and queries land there. The master
+    // user owns the schema and lets the role use it and create in it.
+    // `CREATE SCHEMA … AUTHORIZATION <role>` would need the right to `SET
+    // ROLE` to it, which RDS's master (not a superuser) lacks: PostgreSQL 15
+    // answers "must be member of role", 16 "must be able to SET ROLE".
     transaction
-        .execute(
-            format!("CREATE SCHEMA IF NOT EXISTS \"{role}\" AUTHORIZATION \"{role}\"").as_str(),
-        )
-        .await?;
+        .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{role}\"").as_str())
+        .await
+        .with_context(|| format!("creating schema {role}"))?;
+    transaction
+        .execute(format!("GRANT USAGE, CREATE ON SCHEMA \"{role}\" TO \"{role}\"").as_str())
+        .await
+        .with_context(|| format!("granting USAGE and CREATE on schema {role} to {role}"))?;
     transaction.commit().await?;
     connection.close().await?;
     Ok(Outcome {

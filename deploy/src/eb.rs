@@ -161,19 +161,54 @@ impl NewEnvironment {
         }
     }
 
-    /// Refuses to create an environment without the instance profile and
-    /// the service role: Elastic Beanstalk would fail late, or fall back to
-    /// default roles this project never grants.
+    /// Refuses to create an environment without what keeps it working and
+    /// in the right network: the instance profile and service role (else
+    /// Elastic Beanstalk fails late or falls back to default roles this
+    /// project never grants), and the VPC, the instance and load balancer
+    /// subnets and the instances' security group (else the environment lands
+    /// in the default VPC, or outside the group the database admits, and
+    /// `api db bootstrap` times out on the first instance).
     pub fn check(&self) -> anyhow::Result<()> {
         let has = |namespace: &str, name: &str| {
             self.option_settings
                 .iter()
                 .any(|s| s.namespace == namespace && s.name == name && !s.value.is_empty())
         };
-        if !has(LAUNCH, "IamInstanceProfile") || !has(ENVIRONMENT, "ServiceRole") {
+        let required = [
+            (
+                LAUNCH,
+                "IamInstanceProfile",
+                "--instance-profile (DEPLOY_INSTANCE_PROFILE)",
+            ),
+            (
+                ENVIRONMENT,
+                "ServiceRole",
+                "--service-role (DEPLOY_SERVICE_ROLE)",
+            ),
+            (VPC, "VPCId", "--vpc-id (DEPLOY_VPC_ID)"),
+            (
+                VPC,
+                "Subnets",
+                "--instance-subnets (DEPLOY_INSTANCE_SUBNETS)",
+            ),
+            (VPC, "ELBSubnets", "--elb-subnets (DEPLOY_ELB_SUBNETS)"),
+            (
+                LAUNCH,
+                "SecurityGroups",
+                "--instance-security-group (DEPLOY_INSTANCE_SECURITY_GROUP)",
+            ),
+        ];
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|(namespace, name, _)| !has(namespace, name))
+            .map(|(_, _, flag)| *flag)
+            .collect();
+        if !missing.is_empty() {
             bail!(
-                "creating the environment needs --instance-profile (DEPLOY_INSTANCE_PROFILE) and \
-                 --service-role (DEPLOY_SERVICE_ROLE): infra/app.yaml's outputs"
+                "creating the environment needs {}: infra/app.yaml's outputs and parameters \
+                 (without them it would land in the default VPC, or outside the security group \
+                 the database admits)",
+                missing.join(", ")
             );
         }
         Ok(())

@@ -256,6 +256,8 @@ impl Deployer {
         }));
         match eb::find_environment(&self.eb, target).await? {
             None => {
+                // The deploy itself would stop here: so does its dry run.
+                new_environment.check()?;
                 let stack =
                     eb::solution_stack(&self.eb, new_environment.solution_stack.as_deref()).await?;
                 plan.push(Step::Do(format!(

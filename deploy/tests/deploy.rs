@@ -57,8 +57,8 @@ impl Drop for Bundle {
     }
 }
 
-/// What a new environment needs at least: the instance profile and the
-/// service role.
+/// What a new environment needs at least: the instance profile, the
+/// service role and its network (VPC, subnets, the instances' group).
 fn new_environment() -> NewEnvironment {
     NewEnvironment {
         option_settings: vec![
@@ -72,6 +72,14 @@ fn new_environment() -> NewEnvironment {
                 "ServiceRole",
                 "arn:aws:iam::123456789012:role/notes-eb-service",
             ),
+            OptionSetting::new("aws:ec2:vpc", "VPCId", "vpc-0123"),
+            OptionSetting::new("aws:ec2:vpc", "Subnets", "subnet-a,subnet-b"),
+            OptionSetting::new("aws:ec2:vpc", "ELBSubnets", "subnet-c,subnet-d"),
+            OptionSetting::new(
+                "aws:autoscaling:launchconfiguration",
+                "SecurityGroups",
+                "sg-instances",
+            ),
         ],
         ..NewEnvironment::default()
     }
@@ -84,7 +92,8 @@ async fn serve(pool: PgPool) -> String {
         api::config::Settings::defaults_figment(),
     )
     .expect("test settings load");
-    let state = api::startup::AppState::new(pool, settings).expect("state builds");
+    let state = api::startup::AppState::new((*pool.connect_options()).clone(), settings)
+        .expect("state builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
@@ -753,7 +762,38 @@ fn flags_make_the_option_settings_and_empty_values_count_as_unset() {
     assert_eq!(find("APP_RDS__INSTANCE_ID"), ["notes-db"]);
     assert_eq!(find("DisableIMDSv1"), ["true"]);
     assert_eq!(new.solution_stack, None);
-    assert!(new.check().is_err(), "no service role");
+    let refused = new.check().expect_err("no service role").to_string();
+    assert!(refused.contains("--service-role"), "{refused}");
+    for flag in [
+        "--instance-subnets",
+        "--elb-subnets",
+        "--instance-security-group",
+    ] {
+        assert!(refused.contains(flag), "{flag} not named: {refused}");
+    }
+    assert!(
+        !refused.contains("--vpc-id"),
+        "the VPC was given: {refused}"
+    );
+}
+
+#[test]
+fn a_new_environment_needs_its_network_as_well_as_its_roles() {
+    let complete = new_environment();
+    complete.check().expect("roles and network given");
+    for (namespace, name) in [
+        ("aws:ec2:vpc", "VPCId"),
+        ("aws:ec2:vpc", "Subnets"),
+        ("aws:ec2:vpc", "ELBSubnets"),
+        ("aws:autoscaling:launchconfiguration", "SecurityGroups"),
+    ] {
+        let mut missing = new_environment();
+        missing.option_settings.retain(|setting| {
+            (setting.namespace.as_str(), setting.name.as_str()) != (namespace, name)
+        });
+        let refused = missing.check().expect_err(name).to_string();
+        assert!(refused.contains("default VPC"), "{name}: {refused}");
+    }
 }
 
 #[test]

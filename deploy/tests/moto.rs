@@ -180,14 +180,31 @@ async fn the_dry_run_plans_a_first_deploy_and_changes_nothing() {
     let deployer = moto().await;
     let target = target("dry");
     create_bucket(&deployer, &target.bucket).await;
+    let launch = "aws:autoscaling:launchconfiguration";
     let new = NewEnvironment {
-        option_settings: vec![OptionSetting::new(
-            "aws:autoscaling:launchconfiguration",
-            "IamInstanceProfile",
-            "notes-instance",
-        )],
+        option_settings: vec![
+            OptionSetting::new(launch, "IamInstanceProfile", "notes-instance"),
+            OptionSetting::new(
+                "aws:elasticbeanstalk:environment",
+                "ServiceRole",
+                "notes-eb",
+            ),
+            OptionSetting::new("aws:ec2:vpc", "VPCId", "vpc-1"),
+            OptionSetting::new("aws:ec2:vpc", "Subnets", "subnet-a"),
+            OptionSetting::new("aws:ec2:vpc", "ELBSubnets", "subnet-b"),
+            OptionSetting::new(launch, "SecurityGroups", "sg-instances"),
+        ],
         ..NewEnvironment::default()
     };
+    let without_network = NewEnvironment {
+        option_settings: new.option_settings[..2].to_vec(),
+        ..NewEnvironment::default()
+    };
+    let refused = deployer
+        .plan(&target, &bundle("dry"), "v1", &without_network)
+        .await
+        .expect_err("a dry run stops where the deploy would");
+    assert!(refused.to_string().contains("--vpc-id"), "{refused}");
 
     let plan = deployer
         .plan(&target, &bundle("dry"), "v1", &new)

@@ -114,38 +114,47 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
 pub struct Moto {
     /// The server process, stopped when this is dropped.
     _server: Terminating,
-    /// Its port on 127.0.0.1.
+    /// Its address.
+    address: std::net::Ipv4Addr,
+    /// Its port.
     port: u16,
 }
 
 impl Moto {
-    /// Installs (when missing) and starts moto, waiting until it answers.
+    /// Installs (when missing) and starts moto on 127.0.0.1, waiting
+    /// until it answers.
     pub fn start() -> anyhow::Result<Moto> {
+        Moto::start_at(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Like [`Moto::start`], listening on `address`.
+    pub fn start_at(address: std::net::Ipv4Addr) -> anyhow::Result<Moto> {
         let python = tools_python()?;
         let moto_server = python.with_file_name("moto_server");
         if !moto_server.exists() {
             run(Command::new(python.with_file_name("pip")).args(["install", "--quiet", MOTO]))?;
         }
         let port = free_port()?;
-        let log = std::fs::File::create(target_dir().join("moto.log"))?;
+        let log = std::fs::File::create(target_dir().join(format!("moto-{port}.log")))?;
         let child = Command::new(&moto_server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", &address.to_string(), "-p", &port.to_string()])
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting moto_server")?;
         let moto = Moto {
             _server: Terminating(child),
+            address,
             port,
         };
         let started = std::time::Instant::now();
-        while crate::service::send(port, "GET", "/moto-api/", None).is_err() {
+        while std::net::TcpStream::connect((address, port)).is_err() {
             if started.elapsed() > std::time::Duration::from_secs(30) {
-                bail!("moto did not start within 30 s: see target/moto.log");
+                bail!("moto did not start within 30 s: see target/moto-{port}.log");
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        status(&format!("moto (AWS emulator) on 127.0.0.1:{port}"));
+        status(&format!("moto (AWS emulator) on {address}:{port}"));
         Ok(moto)
     }
 
@@ -157,12 +166,14 @@ impl Moto {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
+            // boto3 reads this one.
+            .env("AWS_DEFAULT_REGION", "us-east-1")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
     }
 
     /// The endpoint URL for `AWS_ENDPOINT_URL`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.address, self.port)
     }
 }

@@ -61,7 +61,12 @@ pub fn dry_run_against_moto() -> anyhow::Result<()> {
             .arg(&api)
             .arg("--bundle")
             .arg(&bundle)
-            .args(["--instance-profile", "notes-instance-profile"]);
+            .args(["--instance-profile", "notes-instance-profile"])
+            .args(["--service-role", "notes-eb-service"])
+            .args(["--vpc-id", "vpc-0dryrun"])
+            .args(["--instance-subnets", "subnet-0a,subnet-0b"])
+            .args(["--elb-subnets", "subnet-0c,subnet-0d"])
+            .args(["--instance-security-group", "sg-0instances"]);
         aws(&mut command);
         let output = command.output().context("running deploy --dry-run")?;
         let printed = String::from_utf8_lossy(&output.stdout);
@@ -84,6 +89,9 @@ pub fn dry_run_against_moto() -> anyhow::Result<()> {
         "would create version notes-api-",
         "would create environment notes-prod on \"64bit Amazon Linux 2023",
         "aws:autoscaling:launchconfiguration:IamInstanceProfile=notes-instance-profile",
+        "aws:ec2:vpc:VPCId=vpc-0dryrun",
+        "aws:ec2:vpc:Subnets=subnet-0a,subnet-0b",
+        "aws:autoscaling:launchconfiguration:SecurityGroups=sg-0instances",
         "aws:elasticbeanstalk:application:environment:APP_RDS__INSTANCE_ID=notes-db",
     ])?;
     step("deploy dry run against moto: after `api db provision` there");

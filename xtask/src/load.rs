@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ impl Outcome {
 pub struct Load {
     stop: Arc<AtomicBool>,
     phase: Arc<AtomicU8>,
+    /// Writes acknowledged (201) so far.
+    acknowledged: Arc<AtomicUsize>,
     writers: Vec<JoinHandle<Vec<Outcome>>>,
 }
 
@@ -56,9 +58,11 @@ impl Load {
     pub fn start(port: u16, writers: usize, label: &'static str, until_refused: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let phase = Arc::new(AtomicU8::new(0));
+        let acknowledged = Arc::new(AtomicUsize::new(0));
         let writers = (0..writers)
             .map(|writer| {
                 let (stop, phase) = (Arc::clone(&stop), Arc::clone(&phase));
+                let acknowledged = Arc::clone(&acknowledged);
                 std::thread::spawn(move || {
                     let mut outcomes = Vec::new();
                     for i in 0.. {
@@ -73,6 +77,9 @@ impl Load {
                         let reply = send(port, "POST", "/data", Some(&body))
                             .map_err(|error| error.to_string());
                         let refused = reply.is_err();
+                        if reply.as_ref().is_ok_and(|reply| reply.status == 201) {
+                            acknowledged.fetch_add(1, Ordering::Relaxed);
+                        }
                         outcomes.push(Outcome {
                             phase: phase_at_send,
                             reply,
@@ -92,8 +99,14 @@ impl Load {
         Load {
             stop,
             phase,
+            acknowledged,
             writers,
         }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
     }
 
     /// Marks the outcomes of requests sent from now on with `phase`.
@@ -111,10 +124,11 @@ impl Load {
     }
 }
 
-/// Ids the table holds.
-pub fn stored_ids(cluster: &Cluster, database: &str) -> anyhow::Result<BTreeSet<i64>> {
+/// Ids the `data` table holds (`table` names it when it is not on the
+/// superuser's search path, e.g. `notes_app.data`).
+pub fn stored_ids(cluster: &Cluster, database: &str, table: &str) -> anyhow::Result<BTreeSet<i64>> {
     Ok(cluster
-        .query(database, "SELECT id FROM data")?
+        .query(database, &format!("SELECT id FROM {table}"))?
         .lines()
         .filter_map(|line| line.trim().parse().ok())
         .collect())

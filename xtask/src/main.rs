@@ -9,6 +9,7 @@ mod browser;
 mod bundle;
 mod contract;
 mod deploy;
+mod ebextensions;
 mod lint;
 mod load;
 mod postgres;

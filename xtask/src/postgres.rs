@@ -37,6 +37,31 @@ pub struct Cluster {
     started: bool,
     /// `postgres` options it starts with (port, socket, settings).
     options: String,
+    /// The superuser the harness connects as.
+    superuser: String,
+    /// The network namespace it runs in (an RDS stand-in on the
+    /// rehearsal's VPC), reached over its Unix socket.
+    host: Option<crate::rehearse::network::NetHost>,
+}
+
+/// A cluster shaped for a purpose other than the tests': the rehearsal's
+/// stand-in for RDS.
+#[derive(Debug)]
+pub struct Spec<'a> {
+    /// Names its data folder.
+    pub name: &'a str,
+    /// Folder with the server binaries.
+    pub bin: PathBuf,
+    /// The superuser `initdb` makes.
+    pub superuser: &'a str,
+    /// The host it runs on and listens at (port 5432).
+    pub host: crate::rehearse::network::NetHost,
+    /// `postgres -c` settings.
+    pub settings: Vec<String>,
+    /// Server certificate and key (`ssl = on` with them).
+    pub tls: (PathBuf, PathBuf),
+    /// The whole `pg_hba.conf`.
+    pub hba: String,
 }
 
 impl Cluster {
@@ -52,9 +77,22 @@ impl Cluster {
         Cluster::throwaway_with(name, None)
     }
 
+    /// Like [`Cluster::throwaway`], with extra `postgres -c` settings.
+    pub fn throwaway_with_settings(name: &str, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::throwaway_configured(name, None, extra)
+    }
+
     /// Like [`Cluster::throwaway`], also accepting TLS (`ssl = on`) with the
     /// given test server certificate.
     pub fn throwaway_with(name: &str, tls: Option<&TestCertificates>) -> anyhow::Result<Cluster> {
+        Cluster::throwaway_configured(name, tls, &[])
+    }
+
+    fn throwaway_configured(
+        name: &str,
+        tls: Option<&TestCertificates>,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
         let port = free_port()?;
         let dir_name = format!("{name}-{}", std::process::id());
         let mut settings = vec![
@@ -63,6 +101,7 @@ impl Cluster {
             "full_page_writes=off",
             "max_connections=300",
         ];
+        settings.extend(extra);
         if tls.is_some() {
             settings.extend([
                 "ssl=on",
@@ -99,6 +138,8 @@ impl Cluster {
             throwaway,
             started: false,
             options,
+            superuser: "postgres".to_owned(),
+            host: None,
         };
         if throwaway && cluster.dir.exists() {
             std::fs::remove_dir_all(&cluster.dir)
@@ -123,6 +164,53 @@ impl Cluster {
             cluster.dir.display(),
             log.display()
         ));
+        cluster.launch()?;
+        cluster.started = true;
+        Ok(cluster)
+    }
+
+    /// Starts a throwaway cluster from `spec`: its own binaries, in a
+    /// network namespace, listening on the host's address with TLS and the
+    /// given `pg_hba.conf`. Stopped and deleted when dropped.
+    pub fn start_spec(spec: Spec<'_>) -> anyhow::Result<Cluster> {
+        let run_as = if is_root()? { Some("postgres") } else { None };
+        let dir = data_dir(&format!("{}-{}", spec.name, std::process::id()), run_as)?;
+        let port = 5432;
+        let mut options = format!(
+            "-p {port} -k {} -c listen_addresses={} -c ssl=on -c ssl_cert_file=server.crt \
+             -c ssl_key_file=server.key",
+            dir.display(),
+            spec.host.address
+        );
+        for setting in &spec.settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
+        let mut cluster = Cluster {
+            bin: spec.bin,
+            dir,
+            port,
+            run_as,
+            throwaway: true,
+            started: false,
+            options,
+            superuser: spec.superuser.to_owned(),
+            host: Some(spec.host),
+        };
+        if cluster.dir.exists() {
+            std::fs::remove_dir_all(&cluster.dir)
+                .with_context(|| format!("removing stale {}", cluster.dir.display()))?;
+        }
+        cluster.init()?;
+        let certificates = crate::tls::TestCertificates {
+            ca: PathBuf::new(),
+            ca_key: PathBuf::new(),
+            other_ca: PathBuf::new(),
+            server_cert: spec.tls.0,
+            server_key: spec.tls.1,
+        };
+        crate::tls::install(&certificates, &cluster.dir, cluster.run_as)?;
+        std::fs::write(cluster.dir.join("pg_hba.conf"), spec.hba)?;
         cluster.launch()?;
         cluster.started = true;
         Ok(cluster)
@@ -154,9 +242,21 @@ impl Cluster {
         Ok(())
     }
 
-    /// `postgres://` URL of a database in this cluster.
+    /// `postgres://` URL of a database in this cluster, as the superuser
+    /// (over the Unix socket for a cluster in a namespace).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        match &self.host {
+            None => format!(
+                "postgres://{}@127.0.0.1:{}/{database}",
+                self.superuser, self.port
+            ),
+            Some(_) => format!(
+                "postgres://{}@/{database}?host={}&port={}",
+                self.superuser,
+                self.dir.display(),
+                self.port
+            ),
+        }
     }
 
     /// Folder with the server's programs (`psql`, `pgbench`, …).
@@ -171,7 +271,7 @@ impl Cluster {
 
     /// Runs SQL with `psql` as the superuser, stopping at the first error.
     pub fn psql(&self, database: &str, args: &[&str]) -> anyhow::Result<()> {
-        let mut command = Command::new(self.bin.join("psql"));
+        let mut command = Command::new(self.psql_program());
         command
             .env("PGOPTIONS", "-c client_min_messages=warning")
             .args([
@@ -186,6 +286,17 @@ impl Cluster {
         run(&mut command)
     }
 
+    /// `psql` beside the server, or the one on `PATH` (npm's embedded
+    /// server ships none; any recent client talks to it).
+    fn psql_program(&self) -> PathBuf {
+        let beside = self.bin.join("psql");
+        if beside.is_file() {
+            beside
+        } else {
+            PathBuf::from("psql")
+        }
+    }
+
     /// Creates an empty database, dropping any earlier one of that name.
     pub fn create_database(&self, name: &str) -> anyhow::Result<()> {
         self.psql(
@@ -197,7 +308,7 @@ impl Cluster {
 
     /// Runs one SQL statement and returns psql's unaligned output.
     pub fn query(&self, database: &str, sql: &str) -> anyhow::Result<String> {
-        let output = Command::new(self.bin.join("psql"))
+        let output = Command::new(self.psql_program())
             .args([
                 "-X",
                 "-A",
@@ -251,7 +362,7 @@ impl Cluster {
             .arg(&self.dir)
             .args([
                 "-U",
-                "postgres",
+                &self.superuser,
                 "--auth=trust",
                 "-E",
                 "UTF8",
@@ -266,6 +377,20 @@ impl Cluster {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        // Everyone is trusted locally, except members of password_login:
+        // tests that prove credentials are checked (and renewed) sign in
+        // as such a member, with a password.
+        let hba = self.dir.join("pg_hba.conf");
+        let trusted =
+            std::fs::read_to_string(&hba).with_context(|| format!("reading {}", hba.display()))?;
+        std::fs::write(
+            &hba,
+            format!(
+                "host all +password_login 127.0.0.1/32 scram-sha-256\n\
+                 host all +password_login ::1/128 scram-sha-256\n{trusted}"
+            ),
+        )
+        .with_context(|| format!("writing {}", hba.display()))?;
         Ok(())
     }
 
@@ -282,14 +407,25 @@ impl Cluster {
     /// (PostgreSQL refuses to run as root).
     fn pg_command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        match self.run_as {
-            Some(user) => {
+        let mut command = match (&self.host, self.run_as) {
+            (Some(host), Some(user)) => {
+                let mut command = host.command("runuser");
+                command.args(["-u", user, "--"]).arg(program);
+                command
+            }
+            (Some(host), None) => host.command(program),
+            (None, Some(user)) => {
                 let mut command = Command::new("runuser");
                 command.args(["-u", user, "--"]).arg(program);
                 command
             }
-            None => Command::new(program),
-        }
+            (None, None) => Command::new(program),
+        };
+        // Relocatable builds (npm's embedded PostgreSQL) find their
+        // libraries beside their binaries on their own; keep the caller's
+        // environment from steering them elsewhere.
+        command.env_remove("PGDATA");
+        command
     }
 }
 

@@ -144,7 +144,7 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
         in_phase(2).any(|outcome| outcome.status() == Some(201)),
         "no write succeeded after the restart"
     );
-    let stored = stored_ids(cluster, database)?;
+    let stored = stored_ids(cluster, database, "data")?;
     let acknowledged = check_acknowledged(&outcomes, &stored)?;
     let acked_in = |phase: u8| {
         in_phase(phase)
@@ -206,7 +206,7 @@ fn shutdown(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_js
             &server_errors[..server_errors.len().min(3)]
         );
     }
-    let stored = stored_ids(cluster, database)?;
+    let stored = stored_ids(cluster, database, "data")?;
     let acknowledged = check_acknowledged(&outcomes, &stored)?;
     ensure!(
         acknowledged > 0,

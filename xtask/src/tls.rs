@@ -15,6 +15,8 @@ use crate::service::target_dir;
 pub struct TestCertificates {
     /// The CA that signed the server certificate.
     pub ca: PathBuf,
+    /// Its private key (to sign more).
+    pub ca_key: PathBuf,
     /// A CA that did not.
     pub other_ca: PathBuf,
     /// The server certificate (for `localhost` only).
@@ -23,17 +25,19 @@ pub struct TestCertificates {
     pub server_key: PathBuf,
 }
 
-/// Makes fresh certificates.
+/// Makes fresh certificates in `target/tls`.
 pub fn make() -> anyhow::Result<TestCertificates> {
-    let dir = target_dir().join("tls");
+    make_in(&target_dir().join("tls"))
+}
+
+/// Makes fresh certificates in `dir`.
+pub fn make_in(dir: &Path) -> anyhow::Result<TestCertificates> {
+    let dir = dir.to_path_buf();
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let openssl = |args: &[&str]| -> anyhow::Result<()> {
-        run(Command::new("openssl").args(args).current_dir(&dir))
-            .context("running openssl (Debian/Ubuntu: `sudo apt-get install openssl`)")
-    };
+    let openssl = |args: &[&str]| openssl(args, &dir);
     let quiet_ca = |name: &str| -> anyhow::Result<()> {
         openssl(&[
             "req",
@@ -85,6 +89,7 @@ pub fn make() -> anyhow::Result<TestCertificates> {
     ])?;
     Ok(TestCertificates {
         ca: dir.join("test-ca.crt"),
+        ca_key: dir.join("test-ca.key"),
         other_ca: dir.join("other-ca.crt"),
         server_cert: dir.join("server.crt"),
         server_key: dir.join("server.key"),
@@ -110,5 +115,71 @@ pub fn install(
             run(Command::new("chown").arg(format!("{user}:")).arg(&target))?;
         }
     }
+    Ok(())
+}
+
+/// A server certificate for `host` signed by the test CA, written as
+/// `<dir>/<host>.crt` and `.key`; returns both paths.
+pub fn server_certificate(
+    certificates: &TestCertificates,
+    dir: &Path,
+    host: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let openssl = |args: &[&str]| openssl(args, dir);
+    let (key, csr, cert, ext) = (
+        format!("{host}.key"),
+        format!("{host}.csr"),
+        format!("{host}.crt"),
+        format!("{host}.ext"),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={host}"),
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ])?;
+    std::fs::write(dir.join(&ext), format!("subjectAltName = DNS:{host}\n"))?;
+    let ca = certificates.ca.display().to_string();
+    let ca_key = certificates.ca_key.display().to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ])?;
+    Ok((dir.join(cert), dir.join(key)))
+}
+
+/// Runs `openssl` in `dir`; its chatter shows only when it fails.
+fn openssl(args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running openssl (Debian/Ubuntu: `sudo apt-get install openssl`)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "openssl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
     Ok(())
 }

@@ -136,13 +136,20 @@ fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
     if bin.join("wasm-opt").exists() && bin.join("playwright").exists() {
         return Ok(bin);
     }
+    npm_ci()?;
+    Ok(bin)
+}
+
+/// Installs the npm packages of `package-lock.json` (`npm ci`).
+pub fn npm_ci() -> anyhow::Result<()> {
+    let root = project_root();
     status("installing npm packages (npm ci)");
     let npm = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(&root)
         .status();
     match npm {
-        Ok(exit) if exit.success() => Ok(bin),
+        Ok(exit) if exit.success() => Ok(()),
         Ok(exit) => bail!("npm ci failed ({exit})"),
         Err(_) => bail!(
             "npm was not found: install Node.js 20 or newer with npm (Debian/Ubuntu: `sudo apt-get install nodejs npm`)"

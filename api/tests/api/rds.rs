@@ -375,19 +375,53 @@ async fn without_the_ca_bundle_an_rds_connection_is_refused() {
     assert!(error.contains("database.ssl_root_cert"), "{error}");
 }
 
+/// Makes `name` a master user as RDS makes one: not a superuser, allowed to
+/// create databases and roles, a member of `rds_superuser`, which may grant
+/// `rds_iam` (the roles exist on every RDS instance). The test server trusts
+/// local users, so it logs in without a password.
+async fn rds_shaped_master(pool: &PgPool, name: &str) {
+    for statement in [
+        "DO $$ BEGIN CREATE ROLE rds_superuser NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        "DO $$ BEGIN CREATE ROLE rds_iam NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        "GRANT rds_iam TO rds_superuser WITH ADMIN OPTION",
+        &format!(
+            "CREATE ROLE \"{name}\" LOGIN NOSUPERUSER CREATEDB CREATEROLE IN ROLE rds_superuser"
+        ),
+    ] {
+        sqlx::query(statement)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+}
+
 #[sqlx::test(migrations = false)]
-async fn bootstrap_creates_the_app_role_and_its_schema_once(pool: PgPool) {
+async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(pool: PgPool) {
     let options = pool.connect_options();
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
     let database = options.get_database().expect("a database").to_owned();
     let (prefix, _) = base.rsplit_once('/').expect("a URL with a database");
-    let role = format!(
-        "app_{}",
-        unique_id("role").rsplit('-').next().unwrap_or("0")
-    );
+    let (_, host) = prefix.rsplit_once('@').expect("a URL with a user");
+    let suffix = unique_id("role")
+        .rsplit('-')
+        .next()
+        .unwrap_or("0")
+        .to_owned();
+    let role = format!("app_{suffix}");
+    let master = format!("master_{suffix}");
+    rds_shaped_master(&pool, &master).await;
+    // RDS creates the instance's database owned by the master user.
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" OWNER TO \"{master}\""
+    ))
+    .execute(&pool)
+    .await
+    .expect("hands the database to the master");
     let mut settings =
         Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("loads");
-    settings.database.url = Some(secrecy::SecretString::from(format!("{prefix}/{database}")));
+    settings.database.url = Some(secrecy::SecretString::from(format!(
+        "postgres://{master}@{host}/{database}"
+    )));
     settings.rds.app_user = role.clone();
 
     let first = api::bootstrap::run(&settings).await.expect("bootstraps");
@@ -399,23 +433,26 @@ async fn bootstrap_creates_the_app_role_and_its_schema_once(pool: PgPool) {
         first,
         api::bootstrap::Outcome {
             created_role: true,
-            granted_rds_iam: false
+            granted_rds_iam: true
         }
     );
     assert_eq!(
         second,
         api::bootstrap::Outcome {
             created_role: false,
-            granted_rds_iam: false
+            granted_rds_iam: true
         }
     );
-    let owner: String =
-        sqlx::query_scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1")
-            .bind(&role)
-            .fetch_one(&pool)
-            .await
-            .expect("the schema exists");
-    assert_eq!(owner, role);
+    let (usage, create, in_rds_iam): (bool, bool, bool) = sqlx::query_as(
+        "SELECT has_schema_privilege($1, $1, 'USAGE'), has_schema_privilege($1, $1, 'CREATE'), \
+         pg_has_role($1, 'rds_iam', 'MEMBER')",
+    )
+    .bind(&role)
+    .fetch_one(&pool)
+    .await
+    .expect("the schema exists");
+    assert!(usage && create, "the role may use and create in its schema");
+    assert!(in_rds_iam, "the role signs in with IAM tokens on RDS");
     // As the role (the test server trusts local users), migrations land in its schema.
     let as_role = PgPoolOptions::new()
         .connect_with((*options).clone().username(&role))
@@ -429,12 +466,15 @@ async fn bootstrap_creates_the_app_role_and_its_schema_once(pool: PgPool) {
             .expect("the table exists");
     assert_eq!(schema, role);
     as_role.close().await;
-    sqlx::query(&format!("DROP OWNED BY \"{role}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("cleans up");
-    sqlx::query(&format!("DROP ROLE \"{role}\""))
-        .execute(&pool)
-        .await
-        .expect("drops the role");
+    for statement in [
+        format!("DROP SCHEMA \"{role}\" CASCADE"),
+        format!("DROP ROLE \"{role}\""),
+        format!("ALTER DATABASE \"{database}\" OWNER TO CURRENT_USER"),
+        format!("DROP ROLE \"{master}\""),
+    ] {
+        sqlx::query(&statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
 }

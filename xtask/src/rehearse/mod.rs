@@ -1,0 +1,389 @@
+//! `cargo xtask rehearse`: the bundle deployed on a local model of Elastic
+//! Beanstalk, its load balancer and RDS, built from their documentation so
+//! that what would fail on AWS fails here, naming the cause:
+//!
+//! - hosts are network namespaces on a bridge (`network`): an instance's
+//!   loopback is its own;
+//! - each instance runs the platform's nginx (fixture) with the bundle's
+//!   `.platform/nginx` over it, and the platform engine's deployment order
+//!   (`platform`);
+//! - a load balancer reads the bundle's process settings, health-checks
+//!   `instance:Port` and drains on deregistration (`alb`);
+//! - RDS is PostgreSQL 16 with RDS's role model, found through the RDS API
+//!   (moto) by the app's own code (`rds`).
+//!
+//! The scenario: an environment created from scratch (two instances); a new
+//! version (the bundle re-zipped without file modes, as another tool may
+//! zip it) rolled out with an additional batch under write load; an
+//! instance added by scaling. No request may fail and no acknowledged write
+//! may be lost. Figures go to `target/rehearse/latest.json`.
+
+pub mod alb;
+pub mod network;
+pub mod platform;
+pub mod rds;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+
+use self::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
+use self::network::Vpc;
+use self::platform::{Bundle, Instance, Provided};
+use self::rds::Rds;
+use crate::bundle::{self, TARGET};
+use crate::contract::Moto;
+use crate::load::{Load, check_acknowledged, stored_ids};
+use crate::service::{send, target_dir};
+use crate::{status, step};
+
+/// Writers posting through the load balancer during the rollout.
+const WRITERS: usize = 4;
+
+/// The load balancer's clock runs this much faster than AWS's: a 10 s
+/// health check interval takes 1 s here, a 20 s deregistration delay 2 s.
+const TIME_SCALE: f64 = 0.1;
+
+/// Where the RDS CA bundle comes from (`.ebextensions/06-rds-ca.config`);
+/// the rehearsal's stand-in CA is placed instead.
+const RDS_CA_URL: &str = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem";
+
+/// The environment being rehearsed: its instances and what they share.
+struct Environment<'a> {
+    vpc: &'a mut Vpc,
+    lb: LoadBalancer,
+    provided: Provided,
+    hosts: String,
+    instances: BTreeMap<String, Instance>,
+    next_octet: u8,
+    root: PathBuf,
+    logs: PathBuf,
+    /// How long a target may take to pass its first health check.
+    health_wait: Duration,
+}
+
+impl Environment<'_> {
+    /// Launches an instance (a new host) and deploys `bundle` on it.
+    fn launch(&mut self, bundle: &Bundle, leader: bool) -> anyhow::Result<String> {
+        let name = format!("i{}", self.next_octet - 100);
+        let net = self.vpc.add_host(&name, self.next_octet, &self.hosts)?;
+        self.next_octet += 1;
+        let mut instance = Instance::new(&name, net, self.root.join(&name), &self.logs)?;
+        deploy(&mut instance, bundle, leader, &self.provided)?;
+        self.instances.insert(name.clone(), instance);
+        Ok(name)
+    }
+
+    /// Registers an instance with the load balancer and waits until it
+    /// passes its health check, saying what the instance listens on if not.
+    fn attach(&mut self, name: &str) -> anyhow::Result<()> {
+        let instance = &self.instances[name];
+        self.lb.register(name, instance.net.address);
+        self.lb
+            .wait_healthy(name, self.health_wait)
+            .map_err(|error| anyhow::anyhow!("{error:#}\n{}", diagnose(instance)))
+    }
+
+    /// Deregisters (drains) an instance; returns the drain's figures.
+    fn detach(&mut self, name: &str) -> serde_json::Value {
+        let (took, cut_off) = self.lb.deregister(name);
+        status(&format!(
+            "load balancer: {name} drained in {:.2} s ({cut_off} requests still in flight at the delay's end)",
+            took.as_secs_f64()
+        ));
+        serde_json::json!({ "instance": name, "seconds": took.as_secs_f64(), "cut_off": cut_off })
+    }
+}
+
+/// Deploys, adding what the instance listens on to a failure.
+fn deploy(
+    instance: &mut Instance,
+    bundle: &Bundle,
+    leader: bool,
+    provided: &Provided,
+) -> anyhow::Result<()> {
+    instance
+        .deploy(bundle, leader, provided)
+        .map_err(|error| anyhow::anyhow!("{error:#}\n{}", diagnose(instance)))
+}
+
+/// What an instance listens on, and the end of its app's log.
+fn diagnose(instance: &Instance) -> String {
+    format!(
+        "On {} these listen: {}. The web process's log ends:\n{}",
+        instance.name,
+        instance.listening(),
+        Some(platform::tail(
+            &target_dir()
+                .join("rehearse/logs")
+                .join(format!("{}-web.stdout.log", instance.name)),
+            8
+        ))
+        .filter(|tail| !tail.is_empty())
+        .unwrap_or_else(|| "(nothing: the web process never started)".to_owned())
+    )
+}
+
+/// Runs the whole rehearsal.
+pub fn run_rehearsal() -> anyhow::Result<()> {
+    let built = bundle::build()?;
+    let out = target_dir().join("rehearse");
+    std::fs::create_dir_all(&out)?;
+    let logs = out.join("logs");
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs)?;
+    }
+    std::fs::create_dir_all(&logs)?;
+    let label = built.file_stem().map_or_else(
+        || "v1".to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
+    let v1 = Bundle {
+        label: format!("{label}-v1"),
+        path: built.clone(),
+    };
+    let v2 = Bundle {
+        label: format!("{label}-v2-no-modes"),
+        path: without_modes(&built, &out.join("bundle-without-modes.zip"))?,
+    };
+    let entries = bundle::entries(&built)?;
+    let config = bundle::config(&entries)?;
+    let settings = TargetGroupSettings::from_options(&config.namespace(PROCESS_NAMESPACE))?;
+    status(&format!(
+        "target group from the bundle: port {}, GET {} every {:?} (timeout {:?}), healthy after {}, \
+         unhealthy after {}, deregistration delay {:?}; clock ×{TIME_SCALE}",
+        settings.port,
+        settings.health_check_path,
+        settings.interval,
+        settings.timeout,
+        settings.healthy_threshold,
+        settings.unhealthy_threshold,
+        settings.deregistration_delay
+    ));
+
+    step("the VPC: a bridge, and a network namespace per host");
+    platform::ensure_app_user()?;
+    let mut vpc = Vpc::create()?;
+    let moto = Moto::start_at(Vpc::gateway())?;
+    let certificates = crate::tls::make_in(&out.join("tls"))?;
+    let api = target_dir().join(TARGET).join("release/api");
+    let rds = Rds::start(&mut vpc, &moto, &api, &certificates, &out)?;
+    let provided = Provided {
+        instance_env: [
+            ("AWS_ENDPOINT_URL", moto.url()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect(),
+        downloads: [(RDS_CA_URL.to_owned(), certificates.ca.clone())]
+            .into_iter()
+            .collect(),
+    };
+    let lb = LoadBalancer::start(settings, TIME_SCALE)?;
+    let health_wait =
+        lb.scaled(lb.settings().interval * 4 + lb.settings().timeout * 2) + Duration::from_secs(5);
+    let mut environment = Environment {
+        vpc: &mut vpc,
+        lb,
+        provided,
+        hosts: rds.hosts_line(),
+        instances: BTreeMap::new(),
+        next_octet: 101,
+        root: out.join("hosts"),
+        logs,
+        health_wait,
+    };
+    let figures = scenario(&mut environment, &rds, &v1, &v2)?;
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&figures)?,
+    )?;
+    for (_, instance) in std::mem::take(&mut environment.instances) {
+        instance.terminate()?;
+    }
+    Ok(())
+}
+
+fn scenario(
+    environment: &mut Environment<'_>,
+    rds: &Rds,
+    v1: &Bundle,
+    v2: &Bundle,
+) -> anyhow::Result<serde_json::Value> {
+    step(
+        "1. a new environment: two instances, the first the leader, then both behind the load balancer",
+    );
+    let started = Instant::now();
+    let first = environment.launch(v1, true)?;
+    let second = environment.launch(v1, false)?;
+    environment.attach(&first)?;
+    environment.attach(&second)?;
+    let created = started.elapsed();
+    let port = environment.lb.port;
+    let stored = send(
+        port,
+        "POST",
+        "/data",
+        Some(r#"{"notes":"through the load balancer","greeting":"hello"}"#),
+    )?;
+    ensure!(
+        stored.status == 201,
+        "POST through the load balancer answered {}: {}",
+        stored.status,
+        stored.body
+    );
+    let listed = send(port, "GET", "/data?n=1", None)?;
+    ensure!(
+        listed.body.contains("through the load balancer"),
+        "GET through the load balancer did not return the entry: {}",
+        listed.body
+    );
+    let page = send(port, "GET", "/", None)?;
+    ensure!(
+        page.status == 200
+            && page
+                .content_type
+                .as_deref()
+                .is_some_and(|kind| kind.starts_with("text/html")),
+        "the web client is not served through the load balancer"
+    );
+    status(&format!(
+        "environment created in {:.1} s: {first} and {second} healthy; POST, GET and the web client answer through the load balancer",
+        created.as_secs_f64()
+    ));
+
+    step(
+        "2. a new version rolled out with an additional batch, one instance at a time, under write load",
+    );
+    let load = Load::start(port, WRITERS, "rolling", false);
+    wait_for_acknowledged_writes(&load, 20)?;
+    let rollout = Instant::now();
+    let extra = environment.launch(v2, true)?;
+    environment.attach(&extra)?;
+    let mut drains = Vec::new();
+    for old in [&first, &second] {
+        drains.push(environment.detach(old));
+        let instance = environment
+            .instances
+            .get_mut(old.as_str())
+            .context("instance present")?;
+        deploy(instance, v2, false, &environment.provided)?;
+        environment.attach(old)?;
+    }
+    drains.push(environment.detach(&extra));
+    environment
+        .instances
+        .remove(&extra)
+        .context("the additional batch")?
+        .terminate()?;
+    let rolled = rollout.elapsed();
+    status(&format!(
+        "rolled out {} in {:.1} s; the additional batch ({extra}) terminated",
+        v2.label,
+        rolled.as_secs_f64()
+    ));
+
+    step("3. scaling out: a new instance deploys the current version without leader-only commands");
+    let scaled = environment.launch(v2, false)?;
+    environment.attach(&scaled)?;
+    let served_before = served(&environment.lb, &scaled);
+    let reached = Instant::now();
+    while served(&environment.lb, &scaled) < served_before + 5 {
+        ensure!(
+            reached.elapsed() < Duration::from_secs(20),
+            "the scaled-out instance {scaled} received no traffic"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let outcomes = load.finish();
+
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|outcome| match &outcome.reply {
+            Ok(reply) if reply.status == 201 => None,
+            Ok(reply) => Some(format!("{} {}", reply.status, reply.body)),
+            Err(error) => Some(error.clone()),
+        })
+        .collect();
+    let acknowledged = check_acknowledged(
+        &outcomes,
+        &stored_ids(&rds.cluster, &rds.database, "notes_app.data")?,
+    )?;
+    let counts = environment.lb.counts();
+    status(&format!(
+        "rollout and scaling under load: {} requests through the load balancer, {} failed, {acknowledged} \
+         writes acknowledged, 0 of them missing from the database; the load balancer answered {} 502s and {} 503s",
+        outcomes.len(),
+        failed.len(),
+        counts.bad_gateway,
+        counts.no_target
+    ));
+    ensure!(
+        failed.is_empty(),
+        "{} requests failed during the rollout: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    Ok(serde_json::json!({
+        "environment_created_seconds": created.as_secs_f64(),
+        "rollout_seconds": rolled.as_secs_f64(),
+        "requests": outcomes.len(),
+        "failed_requests": failed.len(),
+        "acknowledged_writes": acknowledged,
+        "acknowledged_writes_missing": 0,
+        "load_balancer": counts,
+        "drains": drains,
+        "time_scale": TIME_SCALE,
+        "targets": environment
+            .lb
+            .targets()
+            .into_iter()
+            .map(|(id, state, served)| serde_json::json!({ "id": id, "state": format!("{state:?}"), "served": served }))
+            .collect::<Vec<_>>(),
+    }))
+}
+
+/// Requests the load balancer has sent to `id`.
+fn served(lb: &LoadBalancer, id: &str) -> usize {
+    lb.targets()
+        .into_iter()
+        .find(|(target, _, _)| target == id)
+        .map_or(0, |(_, _, served)| served)
+}
+
+/// Waits until the writers have had `count` writes acknowledged, so the
+/// rollout starts under load, not before it.
+fn wait_for_acknowledged_writes(load: &Load, count: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while load.acknowledged() < count {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the writers had {} writes acknowledged within 30 s",
+            load.acknowledged()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// The bundle re-zipped without its execute bits, as a zip made by
+/// another tool (CodePipeline's artifact) may be: every file is 0644.
+fn without_modes(bundle: &Path, to: &Path) -> anyhow::Result<PathBuf> {
+    let entries = bundle::entries(bundle)?;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(to)?);
+    for entry in entries {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(0o644);
+        zip.start_file(entry.name.as_str(), options)?;
+        zip.write_all(&entry.bytes)?;
+    }
+    zip.finish()?;
+    Ok(to.to_path_buf())
+}
