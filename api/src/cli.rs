@@ -48,8 +48,9 @@ enum DbCommand {
     },
     /// Once per database, as the master user (password from the secret RDS
     /// manages, or database.url): create the role the service logs in as,
-    /// with rds_iam, and a schema it owns. Idempotent; run it from inside the
-    /// VPC (an Elastic Beanstalk leader-only container command).
+    /// with rds_iam, and a schema it may use and create in. Idempotent; run
+    /// it from inside the VPC (an Elastic Beanstalk leader-only container
+    /// command).
     Bootstrap,
     /// Report on the RDS instance without changing anything; exits non-zero
     /// when it does not exist.
@@ -71,16 +72,15 @@ impl Cli {
             Command::Db(command) => run_db(command, load_settings()?).await,
             Command::Migrate => {
                 let settings = load_settings()?;
-                telemetry::init(&settings.log)?;
+                let _logs = telemetry::init(&settings.log)?;
                 let connection = db::connection(&settings).await?;
-                let pool = db::pool(&settings.database, connection.options);
-                db::migrate(&pool).await?;
+                db::migrate_with(&connection.options).await?;
                 tracing::info!("migrations applied");
                 Ok(())
             }
             Command::Serve => {
                 let settings = load_settings()?;
-                telemetry::init(&settings.log)?;
+                let _logs = telemetry::init(&settings.log)?;
                 let profile = settings.profile;
                 let application = Application::build(settings).await?;
                 let address = application
@@ -100,7 +100,8 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
             let outcome = bootstrap::run(&settings).await?;
             let role = &settings.rds.app_user;
             println!(
-                "bootstrap: role {role} {}; rds_iam {}; schema {role} owned by it",
+                "bootstrap: role {role} {}; rds_iam {}; schema {role} (the master user's) open to \
+                 it for use and creation",
                 if outcome.created_role {
                     "created"
                 } else {

@@ -62,17 +62,26 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     /// `postgres://user:password@host:port/db`; `DATABASE_URL` also sets it.
     pub url: Option<SecretString>,
-    /// Most connections the data handlers of this instance hold (readiness
-    /// checks and migrations use up to 2 more). Across the fleet, instances
-    /// × (this + 2) must stay below the server's `max_connections` (about 80
-    /// on a `db.t4g.micro`), with room left for administration.
+    /// Connections this instance holds, each owned by a task that serves
+    /// waiting requests in batches (`store`): the number of server backends
+    /// it uses, whatever the database does (plus one while `serve` migrates
+    /// on start). Across the fleet, instances × this (a rolling deploy's
+    /// extra batch included) must stay below the server's
+    /// `max_connections`, with room left for administration.
     pub max_connections: u32,
-    /// Connections the readiness and migration pool keeps open while idle
-    /// (at most 2; the handlers' own connections close after 10 idle minutes).
-    pub min_connections: u32,
-    /// Longest a request waits for a connection before answering 503; keeps
-    /// requests from hanging while the database is unreachable.
+    /// Longest a request waits for a task to take it, and a task for a
+    /// connection, before answering 503; keeps requests from hanging while
+    /// the database is unreachable.
     pub acquire_timeout_secs: u64,
+    /// `statement_timeout` of every connection: the server cancels a
+    /// statement that runs longer (then 503). Below the request timeout.
+    pub statement_timeout_secs: u64,
+    /// `lock_timeout` of every connection: the server gives up waiting for
+    /// a lock after this long (then 503). At most the statement timeout.
+    pub lock_timeout_secs: u64,
+    /// Requests that may wait for a connection at once; more answer 503 at
+    /// once.
+    pub queue_capacity: usize,
     /// Whether `serve` applies pending migrations before listening.
     pub migrate_on_start: bool,
     /// How the service authenticates when it finds the database through
@@ -306,12 +315,6 @@ impl Settings {
         if database.max_connections == 0 {
             return refuse("database.max_connections", "must be at least 1");
         }
-        if database.min_connections > database.max_connections {
-            return refuse(
-                "database.min_connections",
-                "must not exceed database.max_connections",
-            );
-        }
         if database.acquire_timeout_secs == 0 {
             return refuse("database.acquire_timeout_secs", "must be at least 1");
         }
@@ -345,6 +348,25 @@ impl Settings {
         }
         if self.server.request_timeout_secs == 0 {
             return refuse("server.request_timeout_secs", "must be at least 1");
+        }
+        if database.statement_timeout_secs == 0
+            || database.statement_timeout_secs >= self.server.request_timeout_secs
+        {
+            return refuse(
+                "database.statement_timeout_secs",
+                "must be at least 1 and below server.request_timeout_secs",
+            );
+        }
+        if database.lock_timeout_secs == 0
+            || database.lock_timeout_secs > database.statement_timeout_secs
+        {
+            return refuse(
+                "database.lock_timeout_secs",
+                "must be at least 1 and at most database.statement_timeout_secs",
+            );
+        }
+        if database.queue_capacity == 0 {
+            return refuse("database.queue_capacity", "must be at least 1");
         }
         Ok(())
     }
@@ -388,6 +410,17 @@ impl DatabaseSettings {
     /// The connection acquire timeout as a duration.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.acquire_timeout_secs)
+    }
+
+    /// What the data store is started with.
+    pub fn store(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            connections: self.max_connections as usize,
+            acquire_timeout: self.acquire_timeout(),
+            statement_timeout: Duration::from_secs(self.statement_timeout_secs),
+            lock_timeout: Duration::from_secs(self.lock_timeout_secs),
+            queue_capacity: self.queue_capacity,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The PostgreSQL connection pool and the embedded migrations.
+//! Where and how to connect to PostgreSQL (a URL, or an RDS instance with
+//! IAM tokens), renewing those tokens, and the embedded migrations.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tracing::log::LevelFilter;
 
-use crate::config::{DatabaseAuth, DatabaseSettings, Settings};
+use crate::config::{DatabaseAuth, Settings};
 use crate::rds::{self, Endpoint, InstanceReport};
+use crate::store::Store;
 
 /// The migrations in `migrations/`, compiled into the binary.
 ///
@@ -26,7 +28,7 @@ pub static MIGRATOR: Migrator = Migrator {
 /// Statements slower than this are logged as warnings.
 const SLOW_STATEMENT: Duration = Duration::from_millis(500);
 
-/// How the pool reaches PostgreSQL.
+/// How the service reaches PostgreSQL.
 #[derive(Debug)]
 pub struct Connection {
     /// Options for new connections (with the current token, under IAM).
@@ -161,26 +163,31 @@ pub async fn connection(settings: &Settings) -> anyhow::Result<Connection> {
     })
 }
 
-/// Renews the IAM token in the background: new connections use the fresh
-/// options; connections already open (and the work on them) are untouched.
-pub fn refresh_tokens(
-    pool: PgPool,
+/// Renews the password (an IAM token) in the background: `token` makes a
+/// fresh one every `every`, and the store's new connections use it; open
+/// ones (and the work on them) are untouched.
+pub fn refresh_credentials<F, Fut>(
+    store: Store,
     options: PgConnectOptions,
-    iam: IamAuth,
+    token: F,
     every: Duration,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<String>> + Send,
+{
     tokio::spawn(async move {
         let mut wait = every;
         loop {
             tokio::time::sleep(wait).await;
-            match rds::auth_token(&iam.config, &iam.endpoint, &iam.user).await {
+            match token().await {
                 Ok(token) => {
-                    pool.set_connect_options(options.clone().password(&token));
-                    tracing::debug!("renewed the RDS IAM authentication token");
+                    store.set_connect_options(options.clone().password(&token));
+                    tracing::debug!("renewed the database credentials");
                     wait = every;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "renewing the RDS IAM token failed; retrying in 30 s");
+                    tracing::warn!(error = %format!("{error:#}"), "renewing the database credentials failed; retrying in 30 s");
                     wait = Duration::from_secs(30);
                 }
             }
@@ -188,26 +195,24 @@ pub fn refresh_tokens(
     })
 }
 
-/// Builds the pool without connecting: the service starts (and answers
-/// `/health`) even while the database is down, and connects on demand.
-///
-/// The pool serves the readiness check and migrations: at most
-/// [`POOL_MAX`] connections. The data handlers lease their own
-/// (`database.max_connections` of them; see `lease`).
-pub fn pool(settings: &DatabaseSettings, options: PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        // sqlx already pings every connection when it returns to the pool
-        // and drops broken ones; a second ping before each use would add a
-        // round trip to every readiness check.
-        .test_before_acquire(false)
-        .max_connections(POOL_MAX)
-        .min_connections(settings.min_connections.min(POOL_MAX))
-        .acquire_timeout(settings.acquire_timeout())
-        .connect_lazy_with(options)
+/// Renews the RDS IAM token for `store` every `every` (the service uses
+/// [`TOKEN_REFRESH`]).
+pub fn refresh_tokens(
+    store: Store,
+    options: PgConnectOptions,
+    iam: IamAuth,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    refresh_credentials(
+        store,
+        options,
+        move || {
+            let iam = iam.clone();
+            async move { Ok(rds::auth_token(&iam.config, &iam.endpoint, &iam.user).await?) }
+        },
+        every,
+    )
 }
-
-/// Connections of the readiness and migration pool.
-pub const POOL_MAX: u32 = 2;
 
 /// Applies pending migrations. Safe to run from several instances at once:
 /// sqlx holds a PostgreSQL advisory lock while it migrates.
@@ -216,4 +221,16 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("applying database migrations failed")
+}
+
+/// Opens one connection with `options`, migrates and closes it.
+pub async fn migrate_with(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .context("connecting to the database to migrate")?;
+    let migrated = migrate(&pool).await;
+    pool.close().await;
+    migrated
 }

@@ -4,11 +4,16 @@
 //! extractor, the router (404, 405) or a middleware (408, 413, panics), leaves
 //! as a problem document. 5xx bodies carry no internals; the cause is logged.
 
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::http::{self as http, HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use domain::{FieldError, Problem};
+use tower::{Layer, Service};
+
+use crate::store::StoreError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -40,12 +45,13 @@ pub enum ApiError {
     /// Query parameters out of range or malformed.
     #[error("one or more query parameters are invalid")]
     InvalidQuery(Vec<FieldError>),
-    /// The database cannot be reached or has no free connection.
+    /// The database cannot serve now: unreachable, overloaded, refusing
+    /// the credentials, or no connection free in time.
     #[error("the database is unavailable")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    DatabaseUnavailable(#[source] StoreError),
     /// Anything else: a bug or an unexpected database answer.
     #[error("internal error")]
-    Internal(#[source] sqlx::Error),
+    Internal(#[source] StoreError),
 }
 
 impl ApiError {
@@ -107,31 +113,13 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
             ApiError::DatabaseUnavailable(error)
         } else {
             ApiError::Internal(error)
         }
-    }
-}
-
-/// Whether a database error means "cannot reach the database" rather than a
-/// bug: those answer 503 so load balancers and clients retry.
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        // Class 08: connection exception; 57P01..57P03: the server is shutting
-        // down or starting up.
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
-        _ => false,
     }
 }
 
@@ -178,15 +166,81 @@ pub fn plain_problem(status: StatusCode, detail: impl Into<String>) -> Problem {
     }
 }
 
-/// Middleware that turns any error response without a problem body (the
+/// Layer that turns any error response without a problem body (the
 /// router's 404 and 405, the timeout's 408, a caught panic's 500) into one,
-/// keeping its status and headers such as `Allow`.
-pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
-    // Kept for the error details; cloning them shares the request's bytes
-    // rather than copying the path on every request.
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let response = next.run(request).await;
+/// keeping its status and headers such as `Allow`. A plain tower service
+/// (no boxed future per request): it wraps every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemForBareErrorsLayer;
+
+impl<S> Layer<S> for ProblemForBareErrorsLayer {
+    type Service = ProblemForBareErrors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ProblemForBareErrors { inner }
+    }
+}
+
+/// The service of [`ProblemForBareErrorsLayer`].
+#[derive(Debug, Clone)]
+pub struct ProblemForBareErrors<S> {
+    inner: S,
+}
+
+impl<S, B, R> Service<Request<B>> for ProblemForBareErrors<S>
+where
+    S: Service<Request<B>, Response = http::Response<R>>,
+    R: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    R::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ProblemFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Kept for the error details; cloning them shares the request's
+        // bytes rather than copying the path.
+        ProblemFuture {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`ProblemForBareErrors`].
+    #[derive(Debug)]
+    pub struct ProblemFuture<F> {
+        #[pin]
+        inner: F,
+        method: Method,
+        uri: Uri,
+    }
+}
+
+impl<F, R, E> Future for ProblemFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+    R: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    R::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?.map(axum::body::Body::new);
+        Poll::Ready(Ok(as_problem(response, this.method, this.uri)))
+    }
+}
+
+/// `response` itself, or, when it is an error without a problem body, the
+/// same status and headers with one.
+fn as_problem(response: Response, method: &Method, uri: &Uri) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()

@@ -8,47 +8,53 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::serve::ListenerExt as _;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{CorsSettings, Settings};
-use crate::lease::Connections;
+use crate::edge::{EdgeLayer, REQUEST_ID};
 use crate::routes::{data, health};
+use crate::store::Store;
 use crate::web::{self, WebAssets};
-use crate::{db, error, openapi, telemetry};
+use crate::{db, error, openapi};
 
-/// Header carrying the request id.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What every handler can reach.
+/// What every handler can reach. One shared allocation: axum clones the
+/// state for every request, and a single reference count keeps that cheap.
 #[derive(Debug, Clone)]
-pub struct AppState {
-    /// The PostgreSQL connection pool: readiness checks and migrations.
-    pub pool: PgPool,
-    /// The connections the data handlers lease, one statement at a time
-    /// (no ping per request; see `lease`).
-    pub db: Arc<Connections>,
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    /// The data store: a few connections serving requests in batches.
+    pub store: Store,
     /// The configuration the service started with.
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
     /// The built web client, when `web.dir` holds one.
-    pub web: Option<Arc<WebAssets>>,
+    pub web: Option<WebAssets>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
-    /// The state over `pool`, loading the web client from `web.dir`.
-    pub fn new(pool: PgPool, settings: Settings) -> anyhow::Result<AppState> {
+    /// The state over a store connecting with `options`, loading the web
+    /// client from `web.dir`. Must be called inside a tokio runtime.
+    pub fn new(options: PgConnectOptions, settings: Settings) -> anyhow::Result<AppState> {
         let web = WebAssets::load(&settings.web.dir)?;
         if web.is_none() {
             tracing::warn!(
@@ -56,17 +62,12 @@ impl AppState {
                 "no web client in web.dir (build it with `cargo xtask web`): serving the API only"
             );
         }
-        let db = Connections::new(
-            pool.clone(),
-            settings.database.max_connections,
-            settings.database.acquire_timeout(),
-        );
-        Ok(AppState {
-            pool,
-            db: Arc::new(db),
-            settings: Arc::new(settings),
-            web: web.map(Arc::new),
-        })
+        let store = Store::start(options, settings.database.store());
+        Ok(AppState(Arc::new(Shared {
+            store,
+            settings,
+            web,
+        })))
     }
 }
 
@@ -91,22 +92,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::X_FRAME_OPTIONS,
-                    HeaderValue::from_static("DENY"),
-                ))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("strict-origin-when-cross-origin"),
-                ))
-                .layer(middleware::from_fn(telemetry::log_request))
-                .layer(middleware::from_fn(error::problem_for_bare_errors))
+                .layer(EdgeLayer)
+                .layer(error::ProblemForBareErrorsLayer)
                 .option_layer(cors)
                 .layer(CatchPanicLayer::new())
                 .layer(TimeoutLayer::with_status_code(
@@ -141,34 +128,48 @@ fn cors_layer(settings: &CorsSettings) -> Option<CorsLayer> {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// The data store the router serves from.
+    store: Store,
     router: Router,
     grace: Duration,
 }
 
 impl Application {
-    /// Connects the pool, migrates when configured to, and binds the listener.
+    /// Finds the database, migrates when configured to, starts the store
+    /// (renewing IAM tokens when it signs in with them) and binds the
+    /// listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let connection = db::connection(&settings).await?;
-        let pool = db::pool(&settings.database, connection.options.clone());
+        let application =
+            Application::build_with_options(settings, connection.options.clone()).await?;
         if let Some(iam) = connection.iam {
-            db::refresh_tokens(pool.clone(), connection.options, iam, db::TOKEN_REFRESH);
+            db::refresh_tokens(
+                application.store.clone(),
+                connection.options,
+                iam,
+                db::TOKEN_REFRESH,
+            );
         }
-        Application::build_with_pool(settings, pool).await
+        Ok(application)
     }
 
-    /// Like [`Application::build`], over an existing pool.
-    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Application> {
+    /// Like [`Application::build`], connecting with `options`.
+    pub async fn build_with_options(
+        settings: Settings,
+        options: PgConnectOptions,
+    ) -> anyhow::Result<Application> {
         if settings.database.migrate_on_start {
-            db::migrate(&pool).await?;
+            db::migrate_with(&options).await?;
         }
         let address = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
         let grace = settings.server.shutdown_grace();
-        let state = AppState::new(pool, settings)?;
+        let state = AppState::new(options, settings)?;
         Ok(Application {
             listener,
+            store: state.store.clone(),
             router: router(state),
             grace,
         })

@@ -1,17 +1,26 @@
-//! Logging setup and the one-line-per-request log.
+//! Logging setup: filters, the JSON line format, a writer thread. The
+//! one-line-per-request log is written by `edge`.
+
+mod json;
 
 use std::io::IsTerminal as _;
-use std::time::Instant;
-
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// Keeps the log writer's thread running; dropping it writes out what is
+/// still queued. Hold it until the process ends.
+#[derive(Debug)]
+#[must_use = "logs still queued are lost when this is dropped early"]
+pub struct LogGuard(#[allow(dead_code, reason = "held for its Drop")] WorkerGuard);
+
 /// Installs the global subscriber. `RUST_LOG`, when set, beats `log.filter`.
-pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
+///
+/// Lines are written to stdout by a thread of their own, so a request never
+/// waits for a write: requests queue their lines (the queue blocks rather
+/// than drop a line when full, so every line is kept).
+pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(&directives).map_err(|error| {
             anyhow::anyhow!("RUST_LOG={directives:?} is not a valid filter: {error}")
@@ -23,42 +32,23 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
             )
         })?,
     };
+    // The writer thread drains every queued line into the buffer, then
+    // flushes: under load one write(2) carries many lines.
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::stdout().is_terminal());
     let installed = match settings.format {
         LogFormat::Pretty => builder.compact().try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
-    installed.map_err(|error| anyhow::anyhow!("installing the logger failed: {error}"))
-}
-
-/// Middleware: logs one line per request with method, path, status,
-/// latency and request id once the response is ready.
-pub async fn log_request(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let response = next.run(request).await;
-    tracing::info!(
-        target: "api::request",
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = %request_id,
-        "request"
-    );
-    response
+    installed.map_err(|error| anyhow::anyhow!("installing the logger failed: {error}"))?;
+    Ok(LogGuard(guard))
 }

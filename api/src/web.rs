@@ -108,7 +108,7 @@ pub async fn serve(State(state): State<AppState>, mut request: Request) -> Respo
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     });
-    let Some(web) = state.web.as_deref().filter(|_| !is_api) else {
+    let Some(web) = state.web.as_ref().filter(|_| !is_api) else {
         return problem_response(&plain_problem(
             StatusCode::NOT_FOUND,
             format!("No resource at {path}."),

@@ -25,6 +25,12 @@ const SELECT_10_SQL: &str =
 const SELECT_100_SQL: &str =
     "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT 100;\n";
 
+/// The service's own liveness check: HTTP and middleware, no database.
+const HEALTH: &str = "GET /health";
+
+/// The same route on a bare axum handler (`api/examples/bare_health.rs`).
+const BARE: &str = "GET /health, bare axum";
+
 /// Benchmark settings, from the command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -43,6 +49,12 @@ pub struct Options {
 #[derive(Debug, Clone, Default)]
 struct Figures {
     requests_per_sec: f64,
+    /// Requests completed in the measured window.
+    requests: u64,
+    /// Requests per statement the database ran (data scenarios).
+    batch: Option<f64>,
+    /// Server backends the service held (data scenarios).
+    backends: Option<u64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     errors: u64,
@@ -52,14 +64,28 @@ struct Figures {
 pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     let wrk = which("wrk")
         .context("wrk was not found: install it (Debian/Ubuntu: `sudo apt-get install wrk`)")?;
-    step("building the release binary and the web client");
-    run(cargo().args(["build", "--release", "--package", "api", "--locked"]))?;
+    step("building the release binary, the bare-handler baseline and the web client");
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "api",
+        "--bins",
+        "--example",
+        "bare_health",
+        "--locked",
+    ]))?;
     web::build(false)?;
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out)?;
-    let cluster = Cluster::throwaway("bench")?;
+    let cluster = Cluster::throwaway_with_settings(
+        "bench",
+        // Statements per scenario, to tell how many requests each served.
+        &["shared_preload_libraries=pg_stat_statements"],
+    )?;
     let database = "bench";
     cluster.create_database(database)?;
+    cluster.psql(database, &["-c", "CREATE EXTENSION pg_stat_statements"])?;
     let url = cluster.url(database);
     let binary = target_dir().join("release/api");
     let mut migrate = Command::new(&binary);
@@ -98,6 +124,15 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     let api_pid = api.0.id();
     wait_healthy(port, Duration::from_secs(30))?;
     let base = format!("http://127.0.0.1:{port}");
+    let bare_port = free_port()?;
+    let bare = Command::new(target_dir().join("release/examples/bare_health"))
+        .arg(bare_port.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting the bare-handler baseline")?;
+    let bare = Terminating(bare);
+    let bare_pid = bare.0.id();
+    wait_healthy(bare_port, Duration::from_secs(30))?;
     let largest = largest_asset(&project_root().join("web/dist"))?;
     let post_script = out.join("post.lua");
     std::fs::write(
@@ -107,6 +142,13 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     )?;
 
     let scenarios: Vec<(&str, String, Option<&Path>, bool)> = vec![
+        (
+            BARE,
+            format!("http://127.0.0.1:{bare_port}/health"),
+            None,
+            false,
+        ),
+        (HEALTH, format!("{base}/health"), None, false),
         (
             "POST /data",
             format!("{base}/data"),
@@ -121,9 +163,11 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     let mut api_figures = Vec::new();
     for (name, target, script, compressed) in &scenarios {
         step(&format!("wrk: {name}"));
+        let pid = if *name == BARE { bare_pid } else { api_pid };
         let warm = wrk_command(&wrk, options, options.warmup, target, *script, *compressed);
         let _ = run_quiet(warm);
-        reset_peak_rss(api_pid);
+        reset_peak_rss(pid);
+        cluster.query(database, "SELECT pg_stat_statements_reset()")?;
         let output = run_quiet(wrk_command(
             &wrk,
             options,
@@ -133,18 +177,42 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
             *compressed,
         ))?;
         let mut figures = parse_wrk(&output)?;
-        figures.peak_rss_mb = peak_rss_mb(api_pid);
+        figures.peak_rss_mb = peak_rss_mb(pid);
+        if name.contains("/data") {
+            let statements: u64 = cluster
+                .query(
+                    database,
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ~* '^\\s*(INSERT INTO data|SELECT id, notes)'",
+                )?
+                .trim()
+                .parse()
+                .context("pg_stat_statements' calls")?;
+            figures.batch = (statements > 0).then(|| figures.requests as f64 / statements as f64);
+            figures.backends = cluster
+                .query(
+                    database,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'api'",
+                )?
+                .trim()
+                .parse()
+                .ok();
+        }
         status(&format!(
-            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB",
+            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB{}",
             figures.requests_per_sec,
             figures.p50_ms.unwrap_or_default(),
             figures.p99_ms.unwrap_or_default(),
             figures.errors,
-            figures.peak_rss_mb.unwrap_or_default()
+            figures.peak_rss_mb.unwrap_or_default(),
+            figures.batch.map_or_else(String::new, |batch| format!(
+                ", {batch:.1} requests per statement on {} backends",
+                figures.backends.unwrap_or_default()
+            )),
         ));
         api_figures.push(((*name).to_owned(), figures));
     }
     drop(api);
+    drop(bare);
 
     let pgbench_bin = cluster.bin_dir().join("pgbench");
     let mut ceilings = Vec::new();
@@ -177,21 +245,26 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     }
 
     print_table(&api_figures, &ceilings, cold_start, options);
+    let health = rate(&api_figures, HEALTH);
     let json = json!({
         "machine": machine(),
         "connections": options.connections,
         "seconds": options.seconds,
         "rows_loaded": ROWS,
         "cold_start_ms_median": cold_start.as_secs_f64() * 1000.0,
-        "scenarios": api_figures.iter().enumerate().map(|(i, (name, f))| json!({
+        "health_to_bare_handler": health.zip(rate(&api_figures, BARE)).map(|(ours, bare)| ours / bare),
+        "scenarios": api_figures.iter().map(|(name, f)| json!({
             "name": name,
             "requests_per_sec": f.requests_per_sec,
             "p50_ms": f.p50_ms,
             "p99_ms": f.p99_ms,
             "errors": f.errors,
             "peak_rss_mb": f.peak_rss_mb,
-            "pgbench_tps": ceilings.get(i),
-            "ratio_to_pgbench": ceilings.get(i).map(|tps| f.requests_per_sec / tps),
+            "requests_per_statement": f.batch,
+            "server_backends": f.backends,
+            "pgbench_tps": ceiling(name, &ceilings),
+            "ratio_to_pgbench": ceiling(name, &ceilings).map(|tps| f.requests_per_sec / tps),
+            "ratio_to_health": health.map(|health| f.requests_per_sec / health),
         })).collect::<Vec<_>>(),
     });
     let path = out.join("latest.json");
@@ -271,7 +344,11 @@ fn run_quiet(mut command: Command) -> anyhow::Result<String> {
 fn parse_wrk(output: &str) -> anyhow::Result<Figures> {
     let mut figures = Figures::default();
     for line in output.lines().map(str::trim) {
-        if let Some(rate) = line.strip_prefix("Requests/sec:") {
+        if let Some((count, rest)) = line.split_once(" requests in ")
+            && rest.contains(',')
+        {
+            figures.requests = count.trim().parse().unwrap_or(0);
+        } else if let Some(rate) = line.strip_prefix("Requests/sec:") {
             figures.requests_per_sec = rate.trim().parse().context("wrk's Requests/sec")?;
         } else if let Some(latency) = line.strip_prefix("50%") {
             figures.p50_ms = parse_duration_ms(latency.trim());
@@ -381,12 +458,33 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The pgbench ceiling of a data scenario: the same SQL, one statement
+/// per request.
+fn ceiling(name: &str, ceilings: &[f64]) -> Option<f64> {
+    let index = match name {
+        "POST /data" => 0,
+        "GET /data?n=10" => 1,
+        "GET /data?n=100" => 2,
+        _ => return None,
+    };
+    ceilings.get(index).copied()
+}
+
+/// The measured rate of a scenario.
+fn rate(figures: &[(String, Figures)], name: &str) -> Option<f64> {
+    figures
+        .iter()
+        .find(|(scenario, _)| scenario == name)
+        .map(|(_, figures)| figures.requests_per_sec)
+}
+
 fn print_table(
     api: &[(String, Figures)],
     ceilings: &[f64],
     cold_start: Duration,
     options: &Options,
 ) {
+    let health = rate(api, HEALTH);
     println!();
     println!(
         "{} connections, {} s per scenario, {ROWS} rows loaded; {}",
@@ -395,31 +493,45 @@ fn print_table(
         machine()
     );
     println!(
-        "| {:<30} | {:>9} | {:>8} | {:>8} | {:>6} | {:>8} | {:>9} | {:>9} |",
-        "scenario", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB", "pgbench/s", "API÷pgb"
+        "| {:<30} | {:>9} | {:>8} | {:>8} | {:>6} | {:>8} | {:>9} | {:>9} | {:>8} | {:>7} | {:>8} |",
+        "scenario",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "RSS MB",
+        "pgbench/s",
+        "API÷pgb",
+        "÷/health",
+        "per stmt",
+        "backends"
     );
     println!(
-        "|{:-<32}|{:->11}|{:->10}|{:->10}|{:->8}|{:->10}|{:->11}|{:->11}|",
-        "", "", "", "", "", "", "", ""
+        "|{:-<32}|{:->11}|{:->10}|{:->10}|{:->8}|{:->10}|{:->11}|{:->11}|{:->10}|{:->9}|{:->10}|",
+        "", "", "", "", "", "", "", "", "", "", ""
     );
-    for (i, (name, f)) in api.iter().enumerate() {
-        let (ceiling, ratio) = match ceilings.get(i) {
-            Some(tps) => (
-                format!("{tps:.0}"),
-                format!("{:.2}", f.requests_per_sec / tps),
-            ),
-            None => ("".to_owned(), "".to_owned()),
-        };
+    let or_blank = |value: Option<String>| value.unwrap_or_default();
+    for (name, f) in api {
+        let tps = ceiling(name, ceilings);
         println!(
-            "| {:<30} | {:>9.0} | {:>8.2} | {:>8.2} | {:>6} | {:>8.1} | {:>9} | {:>9} |",
+            "| {:<30} | {:>9.0} | {:>8.2} | {:>8.2} | {:>6} | {:>8.1} | {:>9} | {:>9} | {:>8} | {:>7} | {:>8} |",
             name,
             f.requests_per_sec,
             f.p50_ms.unwrap_or_default(),
             f.p99_ms.unwrap_or_default(),
             f.errors,
             f.peak_rss_mb.unwrap_or_default(),
-            ceiling,
-            ratio
+            or_blank(tps.map(|tps| format!("{tps:.0}"))),
+            or_blank(tps.map(|tps| format!("{:.2}", f.requests_per_sec / tps))),
+            or_blank(health.map(|health| format!("{:.2}", f.requests_per_sec / health))),
+            or_blank(f.batch.map(|batch| format!("{batch:.1}"))),
+            or_blank(f.backends.map(|backends| backends.to_string())),
+        );
+    }
+    if let (Some(ours), Some(bare)) = (health, rate(api, BARE)) {
+        println!(
+            "GET /health: the service serves {:.2} of a bare axum handler's rate",
+            ours / bare
         );
     }
     println!(

@@ -14,6 +14,12 @@ use utoipa::IntoParams;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
+/// The body of `GET /data` ([`DataList`]) over borrowed records.
+#[derive(serde::Serialize)]
+struct ListBody<'a> {
+    items: &'a [DataRecord],
+}
+
 /// Largest accepted `POST /data` body, in bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
@@ -48,17 +54,7 @@ pub async fn create_data(
     State(state): State<AppState>,
     EntryBody(entry): EntryBody,
 ) -> Result<Response, ApiError> {
-    let mut connection = state.db.acquire().await?;
-    let record = sqlx::query_as!(
-        DataRecord,
-        "INSERT INTO data (notes, greeting) VALUES ($1, $2)
-         RETURNING id, notes, greeting, created_at",
-        entry.notes(),
-        entry.greeting(),
-    )
-    .fetch_one(&mut *connection)
-    .await?;
-    connection.done();
+    let record = state.store.insert(entry).await?;
     let location = HeaderValue::from_str(&format!("/data/{}", record.id))
         .expect("a path made of digits is a valid header value");
     Ok((
@@ -86,18 +82,14 @@ pub async fn create_data(
 pub async fn list_data(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<DataList>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = parse_limit(query.as_deref().unwrap_or_default())?;
-    let mut connection = state.db.acquire().await?;
-    let items = sqlx::query_as!(
-        DataRecord,
-        "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT $1",
-        i64::from(limit.get()),
-    )
-    .fetch_all(&mut *connection)
-    .await?;
-    connection.done();
-    Ok(Json(DataList { items }))
+    let listing = state.store.list(limit.get()).await?;
+    // `DataList` on the wire, serialized from the batch's shared records.
+    Ok(Json(ListBody {
+        items: listing.records(),
+    })
+    .into_response())
 }
 
 /// Returns one stored entry: where `POST /data`'s `Location` points.
@@ -122,15 +114,7 @@ pub async fn get_data(
     let Ok(number) = id.parse::<i64>() else {
         return Err(missing());
     };
-    let mut connection = state.db.acquire().await?;
-    let record = sqlx::query_as!(
-        DataRecord,
-        "SELECT id, notes, greeting, created_at FROM data WHERE id = $1",
-        number,
-    )
-    .fetch_optional(&mut *connection)
-    .await?;
-    connection.done();
+    let record = state.store.get(number).await?;
     record.map(Json).ok_or_else(missing)
 }
 

@@ -41,8 +41,9 @@ pub async fn health() -> Json<HealthStatus> {
 pub async fn ready(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     // Any database failure (unreachable, refused credentials, missing
     // database) means "not ready": a 503 the orchestrator understands.
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
+    state
+        .store
+        .ping()
         .await
         .map_err(ApiError::DatabaseUnavailable)?;
     Ok(Json(HealthStatus { status: "ok" }))

@@ -386,16 +386,19 @@ async fn every_bad_list_size_names_the_allowed_range(pool: PgPool) {
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn a_thousand_concurrent_writes_are_all_stored_once_in_order(pool: PgPool) {
     let app = TestApp::new(pool);
-    let writes = (0..1000).map(|i| {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let body =
-                json!({"notes": format!("concurrent {i}"), "greeting": "at once"}).to_string();
-            let response = app.post_data(body).await;
-            assert_eq!(response.status, StatusCode::CREATED, "write {i}");
-            response.json()["id"].as_i64().expect("an id")
+    // Collected, so all are spawned before the first is awaited.
+    let writes: Vec<_> = (0..1000)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let body =
+                    json!({"notes": format!("concurrent {i}"), "greeting": "at once"}).to_string();
+                let response = app.post_data(body).await;
+                assert_eq!(response.status, StatusCode::CREATED, "write {i}");
+                response.json()["id"].as_i64().expect("an id")
+            })
         })
-    });
+        .collect();
 
     let mut ids = Vec::new();
     for write in writes {

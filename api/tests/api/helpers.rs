@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use tower::ServiceExt as _;
 
 /// Settings of the `test` profile from the built-in defaults alone, so the
@@ -22,8 +23,11 @@ pub fn test_settings() -> Settings {
 pub fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = api::telemetry::init(&test_settings().log);
+        if std::env::var_os("TEST_LOG").is_some()
+            && let Ok(guard) = api::telemetry::init(&test_settings().log)
+        {
+            // The writer runs as long as the test process.
+            std::mem::forget(guard);
         }
     });
 }
@@ -33,6 +37,8 @@ pub fn init_logs() {
 pub struct TestApp {
     /// The router under test.
     pub router: Router,
+    /// Its data store.
+    pub store: api::store::Store,
     /// The same database, for checking what was stored.
     pub pool: PgPool,
 }
@@ -93,9 +99,17 @@ impl TestApp {
 
     /// The app over `pool` with the given settings.
     pub fn with_settings(pool: PgPool, settings: Settings) -> TestApp {
+        let options = (*pool.connect_options()).clone();
+        TestApp::over(options, pool, settings)
+    }
+
+    /// The app connecting with `options` (a proxy in front of the test
+    /// database, say), with `pool` on the test database for checks.
+    pub fn over(options: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
         init_logs();
-        let state = AppState::new(pool.clone(), settings).expect("state builds");
+        let state = AppState::new(options, settings).expect("state builds");
         TestApp {
+            store: state.store.clone(),
             router: router(state),
             pool,
         }

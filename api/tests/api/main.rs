@@ -3,12 +3,13 @@
 //! test` provides one). Set `TEST_LOG=1` to see the service's logs.
 
 mod binary;
+mod chaos;
 mod data;
 mod helpers;
-mod lease;
 mod openapi;
 mod rds;
 mod routing;
 mod startup;
+mod store;
 mod tls;
 mod web;

@@ -68,7 +68,7 @@ async fn serve(
     let mut settings = test_settings();
     settings.server.port = 0;
     configure(&mut settings);
-    let app = Application::build_with_pool(settings, pool)
+    let app = Application::build_with_options(settings, (*pool.connect_options()).clone())
         .await
         .expect("app builds");
     let address = app.local_addr().expect("bound");
@@ -202,10 +202,13 @@ async fn reqwest_like_get(address: std::net::SocketAddr, path: &str) -> String {
 
 #[sqlx::test(migrations = false)]
 async fn instances_migrating_at_once_apply_the_schema_once(pool: PgPool) {
-    let runs = (0..3).map(|_| {
-        let pool = pool.clone();
-        tokio::spawn(async move { api::db::migrate(&pool).await })
-    });
+    // Collected, so all start before the first is awaited.
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { api::db::migrate(&pool).await })
+        })
+        .collect();
 
     for run in runs {
         run.await
@@ -225,12 +228,14 @@ async fn instances_migrating_at_once_apply_the_schema_once(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn three_instances_starting_together_migrate_once_and_all_serve(pool: PgPool) {
     // Each builds as `serve` does: migrate on start, then listen.
-    let starts = (0..3).map(|_| {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            serve(pool, |settings| settings.database.migrate_on_start = true).await
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                serve(pool, |settings| settings.database.migrate_on_start = true).await
+            })
         })
-    });
+        .collect();
     let mut instances = Vec::new();
     for start in starts {
         instances.push(start.await.expect("an instance starts"));

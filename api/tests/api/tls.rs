@@ -5,9 +5,13 @@
 use std::time::Duration;
 
 use api::db::{IamAuth, refresh_tokens};
+use api::store::Store;
+use domain::NewData;
+
+use crate::helpers::test_settings;
 use api::rds::Endpoint;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
 fn tls_file(name: &str) -> String {
@@ -100,71 +104,29 @@ async fn an_iam_token_is_signed_for_the_user_and_endpoint() {
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
-async fn new_connect_options_reach_new_connections_without_disturbing_open_ones(pool: PgPool) {
-    let before = (*pool.connect_options())
-        .clone()
-        .application_name("before-refresh");
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(before.clone())
-        .await
-        .expect("pool");
-    let mut in_flight = pool.begin().await.expect("a transaction in flight");
-    sqlx::query("INSERT INTO data (notes, greeting) VALUES ('in flight', 'during refresh')")
-        .execute(&mut *in_flight)
-        .await
-        .expect("writes");
-
-    pool.set_connect_options(before.clone().application_name("after-refresh"));
-    let mut fresh = pool.acquire().await.expect("a new connection");
-    let fresh_name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
-        .fetch_one(&mut *fresh)
-        .await
-        .expect("reads");
-    let old_name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
-        .fetch_one(&mut *in_flight)
-        .await
-        .expect("the open connection still works");
-    in_flight
-        .commit()
-        .await
-        .expect("the in-flight work commits");
-
-    assert_eq!(fresh_name, "after-refresh");
-    assert_eq!(old_name, "before-refresh");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
-        .fetch_one(&mut *fresh)
-        .await
-        .expect("counts");
-    assert_eq!(stored, 1);
-}
-
-#[sqlx::test(migrator = "api::db::MIGRATOR")]
-async fn the_token_refresher_keeps_the_pool_serving_across_renewals(pool: PgPool) {
-    // The test server trusts local connections, so any token is accepted:
-    // this proves renewals swap options without breaking the pool.
+async fn the_token_refresher_keeps_the_store_serving_across_renewals(pool: PgPool) {
+    // The test server trusts this user, so any token is accepted: this
+    // proves renewals swap the store's options without disturbing its
+    // serving (store.rs proves a renewed password really reaches a new
+    // connection, under password authentication).
     let options = (*pool.connect_options()).clone();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options.clone())
-        .await
-        .expect("pool");
+    let store = Store::start(options.clone(), test_settings().database.store());
     let endpoint = Endpoint {
         host: "localhost".to_owned(),
         port: options.get_port(),
     };
     let iam = IamAuth::new(signing_config().await, endpoint, "postgres".to_owned());
-    let refresher = refresh_tokens(pool.clone(), options, iam, Duration::from_millis(20));
+    let refresher = refresh_tokens(store.clone(), options, iam, Duration::from_millis(20));
 
     let mut writes = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
     while tokio::time::Instant::now() < deadline {
-        let mut connection = pool.acquire().await.expect("a connection");
-        sqlx::query("INSERT INTO data (notes, greeting) VALUES ('renewing', 'tokens')")
-            .execute(&mut *connection)
+        store
+            .insert(
+                NewData::parse(Ok("renewing".to_owned()), Ok("tokens".to_owned())).expect("valid"),
+            )
             .await
             .expect("writes while tokens are renewed");
-        connection.detach();
         writes += 1;
     }
     refresher.abort();
@@ -175,4 +137,11 @@ async fn the_token_refresher_keeps_the_pool_serving_across_renewals(pool: PgPool
         .expect("counts");
     assert_eq!(stored, writes);
     assert!(writes > 1);
+    assert!(
+        store
+            .connect_options()
+            .get_options()
+            .is_some_and(|options| options.contains("statement_timeout")),
+        "renewed options keep the statement timeout"
+    );
 }

@@ -1,0 +1,662 @@
+//! The data store (`api::store`): requests coalesced onto a few long-lived
+//! connections, against real PostgreSQL, and through a proxy that breaks
+//! the connection the way restarts, failovers and silent networks do.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use api::store::{Store, StoreError, StoreSettings};
+use axum::http::StatusCode;
+use domain::NewData;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::chaos::{Chaos, Mode};
+use crate::helpers::{TestApp, test_settings};
+
+fn store_settings(connections: usize) -> StoreSettings {
+    StoreSettings {
+        connections,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+        lock_timeout: Duration::from_secs(2),
+        queue_capacity: 2048,
+    }
+}
+
+fn entry(notes: &str) -> NewData {
+    NewData::parse(Ok(notes.to_owned()), Ok("hi".to_owned())).expect("a valid entry")
+}
+
+/// The test database's options under an application name of its own, so
+/// that its backends can be counted.
+fn named(pool: &PgPool, name: &str) -> PgConnectOptions {
+    (*pool.connect_options()).clone().application_name(name)
+}
+
+/// Server backends of `name` in the test database.
+async fn backends(pool: &PgPool, name: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .expect("reads pg_stat_activity")
+}
+
+/// Waits until `check` holds, polling (for conditions a test observes in
+/// another process, the database).
+async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_thousand_concurrent_posts_each_get_their_own_row(pool: PgPool) {
+    let app = TestApp::new(pool);
+    // Collected, so all are spawned before the first is awaited.
+    let writes: Vec<_> = (0..1000)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let notes = format!("distinct body {i}");
+                let response = app
+                    .post_data(
+                        json!({ "notes": notes, "greeting": format!("writer {i}") }).to_string(),
+                    )
+                    .await;
+                assert_eq!(response.status, StatusCode::CREATED, "write {i}");
+                let record = response.json();
+                assert_eq!(
+                    record["notes"],
+                    notes.as_str(),
+                    "write {i} got another's row"
+                );
+                assert_eq!(record["greeting"], format!("writer {i}").as_str());
+                (record["id"].as_i64().expect("an id"), notes)
+            })
+        })
+        .collect();
+
+    let mut acknowledged = Vec::new();
+    for write in writes {
+        acknowledged.push(write.await.expect("the write task finishes"));
+    }
+
+    let ids: BTreeSet<i64> = acknowledged.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 1000, "every acknowledged id is distinct");
+    let stored: Vec<(i64, String)> = sqlx::query_as("SELECT id, notes::text FROM data ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("reads rows");
+    acknowledged.sort();
+    assert_eq!(
+        stored, acknowledged,
+        "exactly the acknowledged rows are stored"
+    );
+    let stats = app.store.stats();
+    assert_eq!(stats.requests, 1000);
+    assert!(
+        stats.statements < stats.requests,
+        "writes waiting together share statements: {stats:?}"
+    );
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_read_that_starts_after_a_201_sees_its_row(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let writers: Vec<_> = (0..64)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for round in 0..10 {
+                    let record = app.store(&format!("writer {i} round {round}"), "hi").await;
+                    let id = record["id"].as_i64().expect("an id");
+                    let read = app.get(&format!("/data/{id}")).await;
+                    assert_eq!(read.status, StatusCode::OK, "{id} after its 201");
+                    assert_eq!(read.json()["notes"], record["notes"]);
+                    let listed = app.get("/data?n=100").await.json();
+                    let newest = listed["items"][0]["id"].as_i64().expect("an item");
+                    assert!(newest >= id, "the list's newest ({newest}) predates {id}");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("reads saw their writes");
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn one_bad_row_does_not_fail_its_batch_mates(pool: PgPool) {
+    // A rule the database enforces and the API does not know.
+    sqlx::query("ALTER TABLE data ADD CONSTRAINT no_poison CHECK (notes <> 'poison')")
+        .execute(&pool)
+        .await
+        .expect("adds the constraint");
+    let store = Store::start(
+        named(&pool, "batch-mates"),
+        StoreSettings {
+            lock_timeout: Duration::from_secs(30),
+            ..store_settings(1)
+        },
+    );
+    // Hold the table so the first insert waits on the lock and the others
+    // queue up behind it, to be served together.
+    let mut lock = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE data IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("locks");
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(entry("first")).await }
+    });
+    until("the first insert waits on the lock", Duration::from_secs(10), async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'batch-mates' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("reads pg_stat_activity")
+            == 1
+    })
+    .await;
+    let batch: Vec<_> = (0..49)
+        .map(|i| {
+            let store = store.clone();
+            let notes = if i == 24 {
+                "poison".to_owned()
+            } else {
+                format!("mate {i}")
+            };
+            tokio::spawn(async move { (notes.clone(), store.insert(entry(&notes)).await) })
+        })
+        .collect();
+    until("the batch is queued", Duration::from_secs(10), async || {
+        store.waiting() == 49
+    })
+    .await;
+    lock.commit().await.expect("releases the table");
+
+    first
+        .await
+        .expect("joins")
+        .expect("the first insert is stored");
+    let mut stored = 0;
+    for request in batch {
+        let (notes, outcome) = request.await.expect("joins");
+        match outcome {
+            Ok(record) => {
+                assert_eq!(record.notes, notes);
+                stored += 1;
+            }
+            Err(error) => {
+                assert_eq!(notes, "poison", "{notes} failed: {error}");
+                assert!(
+                    !error.is_unavailable(),
+                    "a bad row is not an outage: {error}"
+                );
+            }
+        }
+    }
+    assert_eq!(stored, 48, "every batch-mate of the bad row is stored");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(rows, 49);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_burst_right_after_a_database_restart_gets_no_failure(pool: PgPool) {
+    let chaos = Chaos::start(&pool.connect_options()).await;
+    let mut settings = test_settings();
+    settings.database.max_connections = 4;
+    let app = TestApp::over(
+        chaos.options(named(&pool, "restarted")),
+        pool.clone(),
+        settings,
+    );
+    let warm: Vec<_> = (0..32)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { app.store(&format!("warm {i}"), "hi").await })
+        })
+        .collect();
+    for write in warm {
+        write.await.expect("warm-up writes succeed");
+    }
+    assert!(
+        backends(&pool, "restarted").await >= 1,
+        "the service is warm"
+    );
+
+    // Every connection dies; the database is down for a second, as a
+    // restart or a failover takes; then it answers again.
+    chaos.restart(Duration::from_secs(1)).await;
+    let burst: Vec<_> = (0..100)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let response = app
+                        .post_data(
+                            json!({ "notes": format!("after {i}"), "greeting": "hi" }).to_string(),
+                        )
+                        .await;
+                    (
+                        response.status,
+                        String::from_utf8_lossy(&response.body).into_owned(),
+                    )
+                } else {
+                    let response = app.get("/data?n=5").await;
+                    (
+                        response.status,
+                        String::from_utf8_lossy(&response.body).into_owned(),
+                    )
+                }
+            })
+        })
+        .collect();
+
+    for (i, request) in burst.into_iter().enumerate() {
+        let (status, body) = request.await.expect("joins");
+        assert!(
+            status.is_success(),
+            "request {i} after the restart: {status} {body}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_database_that_stops_answering_gives_503_within_the_acquire_timeout(pool: PgPool) {
+    let chaos = Chaos::start(&pool.connect_options()).await;
+    let mut settings = test_settings();
+    settings.database.max_connections = 2;
+    settings.database.acquire_timeout_secs = 1;
+    settings.database.statement_timeout_secs = 2;
+    let app = TestApp::over(
+        chaos.options(named(&pool, "silent")),
+        pool.clone(),
+        settings,
+    );
+    for i in 0..4 {
+        app.store(&format!("before {i}"), "hi").await;
+    }
+
+    // Packets are dropped from now on: nothing is refused, nothing answers.
+    chaos.set(Mode::Drop);
+    // Connections idle past the validation window are checked before use;
+    // the check goes unanswered and the request is refused in time.
+    tokio::time::sleep(api::store::VALIDATE_AFTER).await;
+    let started = Instant::now();
+    let silent: Vec<_> = (0..20)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let response = if i % 2 == 0 {
+                    app.post_data(
+                        json!({ "notes": format!("during {i}"), "greeting": "hi" }).to_string(),
+                    )
+                    .await
+                } else {
+                    app.get("/data?n=5").await
+                };
+                (response, started.elapsed())
+            })
+        })
+        .collect();
+    for request in silent {
+        let (response, took) = request.await.expect("joins");
+        response.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.header("retry-after"), Some("5"));
+        assert!(
+            took < Duration::from_millis(1500),
+            "a 503 took {took:?} (acquire timeout 1 s)"
+        );
+    }
+    let ready = app.get("/health/ready").await;
+    ready.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // Under steady use a connection is not checked, so a statement already
+    // sent into the silence is bounded by statement_timeout + 1 s instead.
+    chaos.set(Mode::Forward);
+    until(
+        "the database answers again",
+        Duration::from_secs(10),
+        async || app.get("/data?n=1").await.status == StatusCode::OK,
+    )
+    .await;
+    chaos.set(Mode::Drop);
+    let started = Instant::now();
+    let response = app.get("/data?n=1").await;
+    response.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
+    chaos.set(Mode::Forward);
+    until(
+        "it serves again once the network is back",
+        Duration::from_secs(10),
+        async || app.get("/data?n=1").await.status == StatusCode::OK,
+    )
+    .await;
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_locked_table_never_takes_more_backends_than_configured(pool: PgPool) {
+    let mut settings = test_settings();
+    settings.database.max_connections = 4;
+    settings.database.lock_timeout_secs = 2;
+    let app = TestApp::over(named(&pool, "locked-out"), pool.clone(), settings);
+    app.store("before the lock", "hi").await;
+
+    let mut lock = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE data IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("locks");
+    let stop = Arc::new(AtomicBool::new(false));
+    let released_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let writers: Vec<_> = (0..40)
+        .map(|writer| {
+            let (app, stop, released_at) =
+                (app.clone(), Arc::clone(&stop), Arc::clone(&released_at));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut first_after_release = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let response = app
+                        .post_data(
+                            json!({ "notes": format!("writer {writer}"), "greeting": "hi" })
+                                .to_string(),
+                        )
+                        .await;
+                    let released = *released_at.lock().expect("not poisoned");
+                    if response.status == StatusCode::CREATED
+                        && let Some(released) = released
+                        && first_after_release.is_none()
+                    {
+                        first_after_release = Some(released.elapsed());
+                    }
+                    seen.push(response.status);
+                }
+                (seen, first_after_release)
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let locked = Instant::now();
+    while locked.elapsed() < Duration::from_secs(15) {
+        most = most.max(backends(&pool, "locked-out").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lock.commit().await.expect("releases the table");
+    *released_at.lock().expect("not poisoned") = Some(Instant::now());
+    until(
+        "a write succeeds after the release",
+        Duration::from_secs(10),
+        async || {
+            app.post_data(json!({ "notes": "after", "greeting": "hi" }).to_string())
+                .await
+                .status
+                == StatusCode::CREATED
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut statuses = BTreeSet::new();
+    for writer in writers {
+        let (seen, _) = writer.await.expect("joins");
+        statuses.extend(seen.into_iter().map(|status| status.as_u16()));
+    }
+    assert!(most <= 4, "{most} backends for a store of 4 connections");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| [201, 503, 408].contains(status)),
+        "writers saw {statuses:?}: only 201, 503 or 408 are allowed"
+    );
+    assert!(
+        statuses.contains(&503),
+        "the lock made writers wait: {statuses:?}"
+    );
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
+    // The role signs in with a password, which the test server demands of
+    // members of password_login (cargo xtask test configures that).
+    let suffix = std::process::id();
+    let role = format!("rotating_{suffix}");
+    for statement in [
+        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'first' IN ROLE password_login"),
+        format!("GRANT SELECT, INSERT ON data TO {role}"),
+    ] {
+        sqlx::query(&statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+    let options = named(&pool, "rotating").username(&role);
+    assert!(
+        sqlx::ConnectOptions::connect(&options.clone().password("wrong"))
+            .await
+            .is_err(),
+        "the test server must check passwords of password_login members (pg_hba.conf); run the \
+         tests with `cargo xtask test`"
+    );
+    let store = Store::start(options.clone().password("first"), store_settings(1));
+    store
+        .insert(entry("with the first password"))
+        .await
+        .expect("writes");
+
+    // The credential changes, the service learns it (as the IAM token
+    // renewer tells it), and the open connection is lost.
+    sqlx::query(&format!("ALTER ROLE {role} PASSWORD 'second'"))
+        .execute(&pool)
+        .await
+        .expect("rotates");
+    let renewals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let renewer = api::db::refresh_credentials(
+        store.clone(),
+        options.clone(),
+        {
+            let renewals = Arc::clone(&renewals);
+            move || {
+                renewals.fetch_add(1, Ordering::SeqCst);
+                async { Ok("second".to_owned()) }
+            }
+        },
+        Duration::from_millis(10),
+    );
+    // The second renewal starts only after the first one was applied.
+    until("the renewer ran", Duration::from_secs(5), async || {
+        renewals.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    renewer.abort();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&role)
+        .execute(&pool)
+        .await
+        .expect("terminates the store's connection");
+
+    let listed = store.list(5).await.expect("a read on a fresh connection");
+    let stored = store
+        .insert(entry("with the second password"))
+        .await
+        .expect("a write on the renewed credentials");
+
+    assert_eq!(listed.records().len(), 1);
+    assert_eq!(stored.notes, "with the second password");
+    assert!(
+        sqlx::ConnectOptions::connect(&options.password("first"))
+            .await
+            .is_err(),
+        "the first password no longer works: the store really used the second"
+    );
+    drop(store);
+    sqlx::query(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .ok();
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_cancelled_request_leaves_its_statement_to_finish_and_the_next_answer_is_its_own(
+    pool: PgPool,
+) {
+    let store = Store::start(named(&pool, "cancelled"), store_settings(1));
+    store.insert(entry("one")).await.expect("writes");
+
+    // The client goes away while its read runs (the table is locked, so it
+    // waits); its statement finishes on the store's connection.
+    let mut lock = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE data IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("locks");
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), store.list(10)).await;
+    assert!(cancelled.is_err(), "the request was cut short");
+    lock.commit().await.expect("releases");
+
+    let stored = store.insert(entry("two")).await.expect("writes");
+    let listed = store.list(10).await.expect("reads");
+
+    assert_eq!(stored.notes, "two");
+    assert_eq!(
+        listed
+            .records()
+            .iter()
+            .map(|record| record.notes.as_str())
+            .collect::<Vec<_>>(),
+        ["two", "one"]
+    );
+    assert_eq!(
+        backends(&pool, "cancelled").await,
+        1,
+        "still one connection"
+    );
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_data_error_keeps_its_connection(pool: PgPool) {
+    sqlx::query("ALTER TABLE data ADD CONSTRAINT no_poison CHECK (notes <> 'poison')")
+        .execute(&pool)
+        .await
+        .expect("adds the constraint");
+    let store = Store::start(named(&pool, "kept"), store_settings(1));
+    store.insert(entry("one")).await.expect("writes");
+    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT backend_start FROM pg_stat_activity WHERE application_name = 'kept'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the connection");
+
+    let refused = store.insert(entry("poison")).await;
+    store.insert(entry("two")).await.expect("writes again");
+
+    assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
+    let still: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT backend_start FROM pg_stat_activity WHERE application_name = 'kept'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the connection");
+    assert_eq!(started, still, "the same server connection served on");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_within_the_acquire_timeout() {
+    let options: PgConnectOptions = "postgres://nobody@127.0.0.1:1/none"
+        .parse()
+        .expect("parses");
+    let store = Store::start(options, store_settings(2));
+
+    let started = Instant::now();
+    let failed = store.list(1).await;
+
+    let error = failed.expect_err("no server");
+    assert!(error.is_unavailable(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_full_queue_is_refused_at_once(pool: PgPool) {
+    let store = Store::start(
+        named(&pool, "full"),
+        StoreSettings {
+            queue_capacity: 4,
+            lock_timeout: Duration::from_secs(30),
+            ..store_settings(1)
+        },
+    );
+    // The only connection waits on a lock; four more requests fill the
+    // queue behind it.
+    let mut lock = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE data IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("locks");
+    let blocked = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(entry("blocked")).await }
+    });
+    until("the connection waits on the lock", Duration::from_secs(10), async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'full' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("reads pg_stat_activity")
+            == 1
+    })
+    .await;
+    let queued: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.list(1).await })
+        })
+        .collect();
+    until("the queue is full", Duration::from_secs(5), async || {
+        store.waiting() == 4
+    })
+    .await;
+
+    let started = Instant::now();
+    let refused = store.ping().await;
+
+    assert!(
+        matches!(refused, Err(StoreError::Busy { capacity: 4 })),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+    lock.commit().await.expect("releases");
+    blocked
+        .await
+        .expect("joins")
+        .expect("the blocked insert is stored");
+    for request in queued {
+        request
+            .await
+            .expect("joins")
+            .expect("the queued reads are answered");
+    }
+}
