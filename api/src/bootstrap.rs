@@ -25,6 +25,9 @@ struct MasterSecret {
 /// What bootstrapping found and did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// The app role could already sign in and use its schema: nothing was
+    /// done, and the master secret was not read.
+    pub already_done: bool,
     /// The role was created by this run.
     pub created_role: bool,
     /// `rds_iam` was granted (it exists only on RDS).
@@ -69,9 +72,45 @@ async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions>
         .password(&master.password))
 }
 
-/// Creates the application role and its schema when missing.
+/// Whether the app role signs in (as `serve` does: IAM token, verify-full)
+/// and may use and create in its schema. Any failure means "not yet".
+async fn app_role_ready(settings: &Settings) -> bool {
+    let check = async {
+        let connection = db::connection(settings).await?;
+        let mut connection = connection.options.connect().await?;
+        let ready: bool = sqlx::query_scalar(
+            "SELECT CASE WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = current_user) \
+             THEN has_schema_privilege(current_user::text, 'USAGE, CREATE') ELSE false END",
+        )
+        .fetch_one(&mut connection)
+        .await?;
+        connection.close().await?;
+        anyhow::Ok(ready)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), check).await {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(error)) => {
+            tracing::info!(error = %format!("{error:#}"), "the app role cannot sign in yet: bootstrapping as the master user");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Creates the application role and its schema when missing. On RDS it
+/// first tries the app role itself: when that already signs in and may use
+/// its schema, it stops there, without reading the master secret (so an
+/// instance role that may no longer read it, after the first deploy, still
+/// deploys).
 pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let role = &settings.rds.app_user;
+    if settings.database.url.is_none() && app_role_ready(settings).await {
+        return Ok(Outcome {
+            already_done: true,
+            created_role: false,
+            granted_rds_iam: false,
+        });
+    }
     let options = master_options(settings).await?;
     let mut connection = options
         .connect()
@@ -118,6 +157,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     transaction.commit().await?;
     connection.close().await?;
     Ok(Outcome {
+        already_done: false,
         created_role: !exists,
         granted_rds_iam: has_rds_iam,
     })

@@ -99,6 +99,13 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
         DbCommand::Bootstrap => {
             let outcome = bootstrap::run(&settings).await?;
             let role = &settings.rds.app_user;
+            if outcome.already_done {
+                println!(
+                    "bootstrap: role {role} already signs in and may use and create in schema \
+                     {role}: nothing to do (the master secret was not read)"
+                );
+                return Ok(());
+            }
             println!(
                 "bootstrap: role {role} {}; rds_iam {}; schema {role} (the master user's) open to \
                  it for use and creation",

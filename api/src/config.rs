@@ -52,6 +52,11 @@ pub struct ServerSettings {
     pub port: u16,
     /// Longest a request may take, body upload included, before a 408.
     pub request_timeout_secs: u64,
+    /// Longest a client may take to send a request's headers, and so also
+    /// longest a kept-alive connection may sit idle; then the connection is
+    /// closed. Without it a client sending a byte a second holds a
+    /// connection (and its memory) for as long as it likes.
+    pub header_read_timeout_secs: u64,
     /// After SIGTERM or Ctrl-C, how long in-flight requests may run on.
     pub shutdown_grace_secs: u64,
 }
@@ -112,6 +117,10 @@ pub enum DatabaseAuth {
 pub struct RdsSettings {
     /// DB instance identifier; unset, nothing is looked up in RDS.
     pub instance_id: Option<String>,
+    /// The instance's endpoint, `host:port`: set, `serve` and `migrate`
+    /// connect there without asking the RDS API (the deploy program sets
+    /// it on new environments).
+    pub endpoint: Option<String>,
     /// AWS region; unset, the SDK's default chain decides (AWS_REGION, profile).
     pub region: Option<String>,
     /// Database created in the instance.
@@ -122,6 +131,9 @@ pub struct RdsSettings {
     pub instance_class: String,
     /// Allocated storage, GiB (gp3).
     pub storage_gib: i32,
+    /// Storage autoscaling ceiling, GiB: RDS grows the volume up to this
+    /// when free space runs low (at least 10 % above `storage_gib`).
+    pub max_storage_gib: i32,
     /// VPC security groups; the default group of the VPC when empty.
     pub security_group_ids: Vec<String>,
     /// DB subnet group; the default one when unset.
@@ -288,7 +300,16 @@ impl Settings {
                         || "unknown source".to_owned(),
                         |meta| describe_source(meta, &key),
                     );
-                    if key.is_empty() {
+                    if SECRET_KEYS.contains(&key.as_str()) {
+                        // The error's own text may quote the value.
+                        format!(
+                            "{key}: must be text (set in {source}; the value is not shown: it is \
+                             a secret). An environment value that looks like a number, a \
+                             boolean, a list or a table is read as one: quote it, as in \
+                             {}='\"…\"'",
+                            env_name(&key)
+                        )
+                    } else if key.is_empty() {
                         format!("{} (set in {source})", error.kind)
                     } else {
                         format!("{key}: {} (set in {source})", error.kind)
@@ -349,6 +370,9 @@ impl Settings {
         if self.server.request_timeout_secs == 0 {
             return refuse("server.request_timeout_secs", "must be at least 1");
         }
+        if self.server.header_read_timeout_secs == 0 {
+            return refuse("server.header_read_timeout_secs", "must be at least 1");
+        }
         if database.statement_timeout_secs == 0
             || database.statement_timeout_secs >= self.server.request_timeout_secs
         {
@@ -365,11 +389,25 @@ impl Settings {
                 "must be at least 1 and at most database.statement_timeout_secs",
             );
         }
+        if i64::from(self.rds.max_storage_gib) * 10 < i64::from(self.rds.storage_gib) * 11 {
+            return refuse(
+                "rds.max_storage_gib",
+                "must be at least 10 % above rds.storage_gib (RDS's rule for storage autoscaling)",
+            );
+        }
         if database.queue_capacity == 0 {
             return refuse("database.queue_capacity", "must be at least 1");
         }
         Ok(())
     }
+}
+
+/// Keys whose values are secrets: never part of an error message.
+const SECRET_KEYS: [&str; 2] = ["database.url", "database.password"];
+
+/// The `APP_…` environment variable that sets `key`.
+fn env_name(key: &str) -> String {
+    format!("APP_{}", key.replace('.', "__").to_uppercase())
 }
 
 /// Where a key's value came from, as an operator would look for it: the
@@ -379,10 +417,7 @@ fn describe_source(meta: &figment::Metadata, key: &str) -> String {
         return format!("{} {}", meta.name, path.display());
     }
     if meta.name.contains("APP_") {
-        return format!(
-            "environment variable APP_{}",
-            key.replace('.', "__").to_uppercase()
-        );
+        return format!("environment variable {}", env_name(key));
     }
     if meta.name.contains("environment") {
         match key {
@@ -398,6 +433,11 @@ impl ServerSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The header read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 
     /// The shutdown grace period as a duration.
@@ -488,6 +528,27 @@ mod tests {
             let url = settings.database.url.as_ref().expect("url set");
             assert_eq!(url.expose_secret(), "postgres://app:hunter2@db:5432/app");
             assert!(!format!("{settings:?}").contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_that_reads_as_a_number_is_refused_without_showing_it() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("APP_DATABASE__PASSWORD", "123456");
+            jail.set_env("APP_DATABASE__URL", "[\"hunter2\"]");
+            let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+            assert!(!message.contains("123456"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(message.contains("database.password"), "{message}");
+            assert!(message.contains("quote it"), "{message}");
+
+            jail.set_env("APP_DATABASE__PASSWORD", "\"123456\"");
+            jail.set_env("APP_DATABASE__URL", "postgres://app:hunter2@db/app");
+            let settings = load_in(jail, Profile::Local).expect("a quoted value is text");
+            let password = settings.database.password.expect("set");
+            assert_eq!(password.expose_secret(), "123456");
             Ok(())
         });
     }

@@ -87,10 +87,7 @@ pub struct RdsTarget {
 /// Describes instance `id` and checks it can be connected to: a usable
 /// state, an endpoint, and a CA bundle to verify it with.
 pub async fn rds_target(settings: &Settings, id: &str) -> anyhow::Result<RdsTarget> {
-    let config = rds::sdk_config(&settings.rds).await?;
-    let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
-    rds::check_state(&instance)?;
-    let report = InstanceReport::of(&instance, false);
+    let (config, report) = describe_target(settings, id).await?;
     let endpoint = report
         .endpoint
         .clone()
@@ -98,6 +95,40 @@ pub async fn rds_target(settings: &Settings, id: &str) -> anyhow::Result<RdsTarg
             id: id.to_owned(),
             status: report.status.clone(),
         })?;
+    if rds::is_bad_state(&report.status) {
+        return Err(rds::RdsError::BadState {
+            id: id.to_owned(),
+            status: report.status.clone(),
+        }
+        .into());
+    }
+    let database = report.db_name.as_deref().unwrap_or(&settings.rds.db_name);
+    let options = verify_full(settings, &endpoint, database)?;
+    Ok(RdsTarget {
+        config,
+        report,
+        endpoint,
+        options,
+    })
+}
+
+async fn describe_target(
+    settings: &Settings,
+    id: &str,
+) -> anyhow::Result<(aws_config::SdkConfig, InstanceReport)> {
+    let config = rds::sdk_config(&settings.rds).await?;
+    let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
+    Ok((config, InstanceReport::of(&instance, false)))
+}
+
+/// Options for `endpoint` and `database`, TLS verified against
+/// `database.ssl_root_cert` (required: never an unverified connection to
+/// RDS).
+fn verify_full(
+    settings: &Settings,
+    endpoint: &Endpoint,
+    database: &str,
+) -> anyhow::Result<PgConnectOptions> {
     let Some(ca) = &settings.database.ssl_root_cert else {
         anyhow::bail!(
             "database.ssl_root_cert is not set: point it (APP_DATABASE__SSL_ROOT_CERT) at the RDS CA \
@@ -105,18 +136,54 @@ pub async fn rds_target(settings: &Settings, id: &str) -> anyhow::Result<RdsTarg
             endpoint.host
         );
     };
-    let options = PgConnectOptions::new()
+    Ok(PgConnectOptions::new()
         .host(&endpoint.host)
         .port(endpoint.port)
-        .database(report.db_name.as_deref().unwrap_or(&settings.rds.db_name))
+        .database(database)
         .ssl_mode(PgSslMode::VerifyFull)
-        .ssl_root_cert(ca);
-    Ok(RdsTarget {
-        config,
-        report,
-        endpoint,
-        options,
-    })
+        .ssl_root_cert(ca))
+}
+
+/// Where `serve` and `migrate` connect for RDS instance `id`: the endpoint
+/// `rds.endpoint` names, asking the RDS API nothing (so a service starts
+/// whatever the control plane says, or whether it answers at all); else the
+/// instance's described endpoint, where a state such as `storage-full` is
+/// only a warning: the database may still answer, and reads go on.
+async fn serving_target(
+    settings: &Settings,
+    id: &str,
+) -> anyhow::Result<(aws_config::SdkConfig, Endpoint, PgConnectOptions)> {
+    if let Some(text) = &settings.rds.endpoint {
+        let endpoint = Endpoint::parse(text).map_err(|why| {
+            anyhow::anyhow!("rds.endpoint (APP_RDS__ENDPOINT) {why}: expected host:port")
+        })?;
+        let config = rds::sdk_config(&settings.rds).await?;
+        let options = verify_full(settings, &endpoint, &settings.rds.db_name)?;
+        return Ok((config, endpoint, options));
+    }
+    let (config, report) = describe_target(settings, id).await.map_err(|error| {
+        error.context(
+            "finding the database through the RDS API failed (set rds.endpoint, \
+             APP_RDS__ENDPOINT, to start without it)",
+        )
+    })?;
+    let endpoint = report
+        .endpoint
+        .clone()
+        .ok_or_else(|| rds::RdsError::NoEndpoint {
+            id: id.to_owned(),
+            status: report.status.clone(),
+        })?;
+    if report.status != "available" {
+        tracing::warn!(
+            instance = id,
+            status = %report.status,
+            "the RDS instance is not available; connecting to its endpoint anyway"
+        );
+    }
+    let database = report.db_name.as_deref().unwrap_or(&settings.rds.db_name);
+    let options = verify_full(settings, &endpoint, database)?;
+    Ok((config, endpoint, options))
 }
 
 /// Works out where and how to connect: `database.url` when set, else the
@@ -131,13 +198,13 @@ pub async fn connection(settings: &Settings) -> anyhow::Result<Connection> {
         };
         (options, None)
     } else if let Some(id) = &settings.rds.instance_id {
-        let target = rds_target(settings, id).await?;
+        let (config, endpoint, options) = serving_target(settings, id).await?;
         let user = settings.rds.app_user.clone();
-        let base = target.options.username(&user);
+        let base = options.username(&user);
         match database.auth {
             DatabaseAuth::Iam => {
-                let token = rds::auth_token(&target.config, &target.endpoint, &user).await?;
-                let iam = IamAuth::new(target.config, target.endpoint, user);
+                let token = rds::auth_token(&config, &endpoint, &user).await?;
+                let iam = IamAuth::new(config, endpoint, user);
                 (base.password(&token), Some(iam))
             }
             DatabaseAuth::Password => {

@@ -2,8 +2,10 @@
 //! layer: a request id (the client's `x-request-id`, or a new UUID),
 //! echoed on the response; the security headers every response carries
 //! (`X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, unless
-//! the handler chose its own); and one log line per request with method,
-//! path, status, latency and request id.
+//! the handler chose its own), and `Strict-Transport-Security` when the
+//! request reached the load balancer over HTTPS (its `X-Forwarded-Proto`,
+//! which the platform's nginx passes through); and one log line per request
+//! with method, path, status, latency and request id.
 //!
 //! One hand-written layer rather than tower-http's request-id and
 //! set-header layers plus a logging middleware: each layer's future embeds
@@ -22,6 +24,9 @@ use tower::{Layer, Service};
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The scheme the client used to reach the load balancer.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Headers every response carries unless the handler set its own.
 const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
     (
@@ -34,6 +39,13 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
         HeaderValue::from_static("strict-origin-when-cross-origin"),
     ),
 ];
+
+/// Sent on responses to requests that came over HTTPS: browsers then use
+/// HTTPS only for this host for a year (RFC 6797). Not `includeSubDomains`
+/// or `preload`: those bind names this service does not own. Browsers
+/// ignore it on plain HTTP, so a client forging `X-Forwarded-Proto` on an
+/// HTTP connection changes nothing.
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 /// The layer; see the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,8 +87,13 @@ where
                 id
             }
         };
+        let over_https = request
+            .headers()
+            .get(X_FORWARDED_PROTO)
+            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
         EdgeFuture {
             started,
+            over_https,
             method: request.method().clone(),
             uri: request.uri().clone(),
             request_id,
@@ -99,6 +116,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         started: Instant,
+        over_https: bool,
         method: Method,
         uri: Uri,
         request_id: HeaderValue,
@@ -120,6 +138,9 @@ where
             if !headers.contains_key(&name) {
                 headers.insert(name, value);
             }
+        }
+        if *this.over_https {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
         }
         // The fields are plain strings and numbers (no `Display` into
         // temporary strings): this line is written for every request.

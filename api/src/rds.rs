@@ -174,6 +174,30 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Endpoint {
+    /// Parses `host:port` (or a bare host, on PostgreSQL's port 5432).
+    pub fn parse(text: &str) -> Result<Endpoint, &'static str> {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|&port| port != 0)
+                    .ok_or("has a port that is not a number from 1 to 65535")?,
+            ),
+            None => (text, 5432),
+        };
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+        if host.is_empty() || !host.chars().all(plain) {
+            return Err("is not a host name");
+        }
+        Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 impl InstanceReport {
     /// Describes `instance`.
     pub fn of(instance: &DbInstance, created: bool) -> InstanceReport {
@@ -241,10 +265,15 @@ pub async fn existing(client: &Client, id: &str) -> Result<DbInstance, RdsError>
         })
 }
 
+/// Whether `status` is one that will not become `available` on its own.
+pub fn is_bad_state(status: &str) -> bool {
+    BAD_STATES.contains(&status) || status.starts_with("incompatible-")
+}
+
 /// Refuses states that will not become `available` on their own.
 pub fn check_state(instance: &DbInstance) -> Result<(), RdsError> {
     let status = instance.db_instance_status().unwrap_or_default();
-    if BAD_STATES.contains(&status) || status.starts_with("incompatible-") {
+    if is_bad_state(status) {
         return Err(RdsError::BadState {
             id: instance
                 .db_instance_identifier()
@@ -275,6 +304,9 @@ pub async fn create(
         .db_instance_class(&settings.instance_class)
         .db_name(&settings.db_name)
         .allocated_storage(settings.storage_gib)
+        // Storage autoscaling: RDS grows the volume before it fills (a full
+        // one stops every write), up to this ceiling.
+        .max_allocated_storage(settings.max_storage_gib)
         .storage_type("gp3")
         .storage_encrypted(true)
         .publicly_accessible(false)
@@ -377,4 +409,30 @@ pub async fn auth_token(
         .await
         .map_err(|error| RdsError::Token(error.to_string()))?;
     Ok(token.as_str().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_is_a_host_with_an_optional_port() {
+        let endpoint = Endpoint::parse("db.example.com:6543").expect("valid");
+        assert_eq!(
+            (endpoint.host.as_str(), endpoint.port),
+            ("db.example.com", 6543)
+        );
+        assert_eq!(Endpoint::parse("db").expect("valid").port, 5432);
+        for text in [
+            "",
+            ":5432",
+            "db:",
+            "db:0",
+            "db:99999",
+            "db/x:1",
+            "user@db:1",
+        ] {
+            assert!(Endpoint::parse(text).is_err(), "{text:?}");
+        }
+    }
 }

@@ -9,7 +9,10 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::serve::ListenerExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -132,6 +135,7 @@ pub struct Application {
     store: Store,
     router: Router,
     grace: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -166,12 +170,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
         let grace = settings.server.shutdown_grace();
+        let header_read_timeout = settings.server.header_read_timeout();
         let state = AppState::new(options, settings)?;
         Ok(Application {
             listener,
             store: state.store.clone(),
             router: router(state),
             grace,
+            header_read_timeout,
         })
     }
 
@@ -182,39 +188,81 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets in-flight requests
     /// finish for at most the grace period.
+    ///
+    /// hyper's connection builder rather than `axum::serve`, which runs
+    /// hyper without a timer and so with no header read timeout: here a
+    /// client must send a request's headers within
+    /// `server.header_read_timeout_secs`, which also closes a kept-alive
+    /// connection left idle that long.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-        let signal = async move {
-            shutdown.await;
-            tracing::info!(
-                grace_secs = self.grace.as_secs(),
-                "shutting down: finishing in-flight requests"
-            );
-            let _ = stopping.send(true);
-        };
-        // Without TCP_NODELAY, a response written in several pieces (static
-        // files) waits out the peer's delayed ACK: about 40 ms each.
-        let listener = self.listener.tap_io(|stream| {
+        let mut connections = ConnectionBuilder::new(TokioExecutor::new());
+        connections
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        connections.http2().timer(TokioTimer::new());
+        let connections = Arc::new(connections);
+        let graceful = GracefulShutdown::new();
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        accept_failed(&error).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Without TCP_NODELAY, a response written in several pieces
+            // (static files) waits out the peer's delayed ACK: about 40 ms each.
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
-        });
-        let server = axum::serve(listener, self.router).with_graceful_shutdown(signal);
-        let deadline = async move {
-            // Only reached once the signal has fired; then the grace clock runs.
-            let _ = stopped.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(self.grace).await;
-        };
+            let service = TowerToHyperService::new(self.router.clone());
+            let connections = Arc::clone(&connections);
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let connection =
+                    connections.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+        // Stop accepting, then let open connections finish what they started.
+        drop(self.listener);
+        tracing::info!(
+            grace_secs = self.grace.as_secs(),
+            "shutting down: finishing in-flight requests"
+        );
         tokio::select! {
-            served = server => served.context("the HTTP server failed")?,
-            () = deadline => tracing::warn!("grace period over: exiting with requests still in flight"),
+            () = graceful.shutdown() => {},
+            () = tokio::time::sleep(self.grace) => tracing::warn!("grace period over: exiting with requests still in flight"),
         }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// After a failed `accept`: a connection that went away before it was
+/// accepted is nothing; anything else (out of file descriptors, say) is
+/// logged and waited out for a second rather than retried in a busy loop.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Completes on Ctrl-C or SIGTERM (what Elastic Beanstalk sends on deploys).

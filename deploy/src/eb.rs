@@ -108,9 +108,22 @@ pub struct EnvironmentFlags {
     /// New environment: instance type (x86_64: the binary is x86_64).
     #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "t3.small")]
     pub instance_type: String,
+    /// New environment: ACM certificate ARN for an HTTPS listener on 443
+    /// (TLS 1.3 policy). Unset: HTTP on 80 only.
+    #[arg(long, env = "DEPLOY_CERTIFICATE_ARN")]
+    pub certificate_arn: Option<String>,
+    /// New environment: the host name the certificate covers; plain HTTP
+    /// requests for it are redirected to HTTPS (.ebextensions/07-https.config).
+    #[arg(long, env = "DEPLOY_HTTPS_HOST", requires = "certificate_arn")]
+    pub https_host: Option<String>,
     /// New environment: the RDS instance the service finds the database by.
     #[arg(long, env = "APP_RDS__INSTANCE_ID")]
     pub rds_instance_id: Option<String>,
+    /// New environment: the database endpoint (`host:port`), so that `api
+    /// serve` starts without asking the RDS API. Unset: the endpoint the
+    /// provisioning step reports.
+    #[arg(long, env = "APP_RDS__ENDPOINT")]
+    pub rds_endpoint: Option<String>,
     /// New environment: the database role the service signs in as.
     #[arg(long, env = "APP_RDS__APP_USER")]
     pub rds_app_user: Option<String>,
@@ -144,11 +157,21 @@ impl NewEnvironment {
             // set through the API win over them.
             (PROPERTIES, "APP_RDS__INSTANCE_ID", &flags.rds_instance_id),
             (PROPERTIES, "APP_RDS__APP_USER", &flags.rds_app_user),
+            (PROPERTIES, "APP_RDS__ENDPOINT", &flags.rds_endpoint),
+            (CUSTOM, "HttpsRedirectHost", &flags.https_host),
         ];
         for (namespace, name, value) in optional {
             if let Some(value) = set(value) {
                 settings.push(OptionSetting::new(namespace, name, value));
             }
+        }
+        if let Some(certificate) = set(&flags.certificate_arn) {
+            settings.extend([
+                OptionSetting::new(HTTPS_LISTENER, "ListenerEnabled", "true"),
+                OptionSetting::new(HTTPS_LISTENER, "Protocol", "HTTPS"),
+                OptionSetting::new(HTTPS_LISTENER, "SSLCertificateArns", &certificate),
+                OptionSetting::new(HTTPS_LISTENER, "SSLPolicy", TLS_POLICY),
+            ]);
         }
         for option in &flags.options {
             settings.retain(|s| (&s.namespace, &s.name) != (&option.namespace, &option.name));
@@ -158,6 +181,19 @@ impl NewEnvironment {
             solution_stack: set(&flags.solution_stack),
             option_settings: settings,
             cname_prefix: set(&flags.cname_prefix),
+        }
+    }
+
+    /// Sets the environment property `name` unless a flag or `--option`
+    /// already did.
+    pub fn default_property(&mut self, name: &str, value: &str) {
+        let set = self
+            .option_settings
+            .iter()
+            .any(|s| s.namespace == PROPERTIES && s.name == name);
+        if !set {
+            self.option_settings
+                .push(OptionSetting::new(PROPERTIES, name, value));
         }
     }
 
@@ -220,6 +256,13 @@ const LAUNCH: &str = "aws:autoscaling:launchconfiguration";
 const ENVIRONMENT: &str = "aws:elasticbeanstalk:environment";
 const VPC: &str = "aws:ec2:vpc";
 const PROPERTIES: &str = "aws:elasticbeanstalk:application:environment";
+const CUSTOM: &str = "aws:elasticbeanstalk:customoption";
+const HTTPS_LISTENER: &str = "aws:elbv2:listener:443";
+
+/// The HTTPS listener's security policy, as infra/app.yaml sets it: TLS 1.3
+/// and 1.2 (the policy AWS recommends). Without it, a listener Elastic
+/// Beanstalk makes gets ELBSecurityPolicy-2016-08, with TLS 1.0 and 1.1.
+const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09";
 
 /// Now, as the SDK's time.
 pub fn now() -> DateTime {

@@ -100,7 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         environment: cli.environment.clone(),
         bucket: cli.bucket.clone(),
     };
-    let new_environment = NewEnvironment::from_flags(&cli.environment_flags);
+    let mut new_environment = NewEnvironment::from_flags(&cli.environment_flags);
     let (eb, s3) = deploy::aws_clients().await?;
     let deployer = Deployer {
         eb,
@@ -144,7 +144,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // The cheap checks first: a wrong bucket must not leave a new database.
     deploy::upload::require_bucket(&deployer.s3, &target.bucket).await?;
     if !cli.skip_provision {
-        deploy::provision::provision(&cli.api, &deployer.progress)?;
+        let report = deploy::provision::provision(&cli.api, &deployer.progress)?;
+        // A new environment's instances find the database without asking
+        // the RDS API at start (which may be slow, throttled or down).
+        if let Some(endpoint) = deploy::provision::endpoint(&report) {
+            new_environment.default_property("APP_RDS__ENDPOINT", &endpoint);
+        }
     }
     let deployed = deployer
         .deploy(&target, &cli.bundle, &label, &new_environment)

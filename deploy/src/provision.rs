@@ -44,6 +44,13 @@ pub fn provision(api: &Path, progress: &Progress) -> anyhow::Result<Value> {
     Ok(report)
 }
 
+/// The `host:port` of a provisioning report's endpoint, when it has one.
+pub fn endpoint(report: &Value) -> Option<String> {
+    let host = report["endpoint"]["host"].as_str()?;
+    let port = report["endpoint"]["port"].as_u64()?;
+    Some(format!("{host}:{port}"))
+}
+
 /// For a dry run: `api db status --json`, read-only. `Some(report)` when the
 /// instance exists, `None` when it does not (`api` exits with 3); any other
 /// failure (credentials, region, permissions) is an error.

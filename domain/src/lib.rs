@@ -66,6 +66,19 @@ pub enum TextError {
     },
     /// Holds a NUL character, which PostgreSQL `text` cannot store.
     ContainsNul,
+    /// Holds a control character other than tab, line feed or carriage
+    /// return; holds the code point.
+    ContainsControl {
+        /// The first refused character.
+        code_point: u32,
+    },
+    /// Holds a bidirectional embedding, override or isolate (U+202A to
+    /// U+202E, U+2066 to U+2069), which can make text display in an order
+    /// other than the one stored; holds the code point.
+    ContainsBidiControl {
+        /// The first refused character.
+        code_point: u32,
+    },
 }
 
 impl fmt::Display for TextError {
@@ -74,6 +87,16 @@ impl fmt::Display for TextError {
             TextError::Missing => f.write_str("is required"),
             TextError::NotAString => f.write_str("must be a string"),
             TextError::Empty => f.write_str("must not be empty or only whitespace"),
+            TextError::ContainsControl { code_point } => {
+                write!(
+                    f,
+                    "must not contain control characters (found U+{code_point:04X})"
+                )
+            }
+            TextError::ContainsBidiControl { code_point } => write!(
+                f,
+                "must not contain bidirectional override or isolate characters (found U+{code_point:04X})"
+            ),
             TextError::TooLong { chars } => {
                 write!(f, "must be at most {MAX_CHARS} characters (got {chars})")
             }
@@ -83,19 +106,67 @@ impl fmt::Display for TextError {
 }
 
 /// Checks one text field against the rules every entry obeys: 1 to
-/// [`MAX_CHARS`] characters, not only whitespace, no NUL.
+/// [`MAX_CHARS`] characters, at least one of them visible (not whitespace,
+/// not an [invisible](is_invisible) character), no NUL or other control
+/// character but tab, line feed and carriage return, and no bidirectional
+/// override or isolate (text that would display in another order than the
+/// one stored, to every visitor).
 pub fn check_text(value: &str) -> Result<(), TextError> {
-    if value.trim().is_empty() {
-        return Err(TextError::Empty);
-    }
     if value.contains('\0') {
         return Err(TextError::ContainsNul);
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(TextError::ContainsControl {
+            code_point: u32::from(c),
+        });
+    }
+    if let Some(c) = value.chars().find(|&c| is_bidi_control(c)) {
+        return Err(TextError::ContainsBidiControl {
+            code_point: u32::from(c),
+        });
+    }
+    if value.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(TextError::Empty);
     }
     let chars = value.chars().count();
     if chars > MAX_CHARS {
         return Err(TextError::TooLong { chars });
     }
     Ok(())
+}
+
+/// Bidirectional embeddings, overrides and isolates (LRE, RLE, PDF, LRO,
+/// RLO; LRI, RLI, FSI, PDI): refused. The implicit marks (LRM, RLM, ALM)
+/// stay allowed: right-to-left text needs them, and they cannot reorder
+/// what follows.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that render as nothing: allowed inside text (a zero-width
+/// joiner builds emoji; a soft hyphen is a hint), but never counted as
+/// content. The format characters and fillers among Unicode's
+/// `Default_Ignorable_Code_Point` of the Basic Multilingual Plane.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+    )
 }
 
 /// One refused field of a request, as listed in a problem's `errors`.
@@ -159,37 +230,64 @@ impl NewData {
     }
 }
 
+/// [`check_text`] apart from the length, as a regular expression for the
+/// OpenAPI schema (ECMA-262 syntax, as JSON Schema's `pattern` is): no
+/// control character but tab, line feed and carriage return, no
+/// bidirectional override or isolate, and at least one character that is
+/// neither in Unicode's `White_Space` set (what `char::is_whitespace`
+/// tests) nor [invisible](is_invisible). A unit test checks that the two
+/// agree.
+pub const TEXT_PATTERN: &str = concat!(
+    r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*",
+    r"[^\u0000-\u0020\u007f-\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f",
+    r"\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]",
+    r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$",
+);
+
 /// Body of `POST /data`.
 ///
-/// The schema's `pattern` states [`check_text`] apart from the length: no
-/// NUL, and at least one character outside Unicode's `White_Space` set (the
-/// set `str::trim` removes).
+/// The schema's `pattern` is [`TEXT_PATTERN`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewDataRequest {
-    /// The note to store: 1 to 128 characters, not only whitespace, no NUL.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$",
-            example = "Deployed from CI"
-        )
-    )]
+    /// The note to store.
+    #[cfg_attr(feature = "openapi", schema(schema_with = notes_schema))]
     pub notes: String,
-    /// The greeting to store: 1 to 128 characters, not only whitespace, no NUL.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            min_length = 1,
-            max_length = 128,
-            pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$",
-            example = "Hello from Rust"
-        )
-    )]
+    /// The greeting to store.
+    #[cfg_attr(feature = "openapi", schema(schema_with = greeting_schema))]
     pub greeting: String,
+}
+
+/// The schema of `notes`: the rules of [`check_text`], with
+/// [`TEXT_PATTERN`].
+#[cfg(feature = "openapi")]
+fn notes_schema() -> utoipa::openapi::Object {
+    text_schema("The note to store", "Deployed from CI")
+}
+
+/// The schema of `greeting`, as [`notes_schema`].
+#[cfg(feature = "openapi")]
+fn greeting_schema() -> utoipa::openapi::Object {
+    text_schema("The greeting to store", "Hello from Rust")
+}
+
+#[cfg(feature = "openapi")]
+fn text_schema(what: &str, example: &str) -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "{what}: 1 to {MAX_CHARS} characters, at least one of them visible (whitespace \
+             and invisible characters such as U+200B do not count); no control characters but \
+             tab, line feed and carriage return; no bidirectional embeddings, overrides or \
+             isolates (U+202A to U+202E, U+2066 to U+2069)."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_CHARS))
+        .pattern(Some(TEXT_PATTERN))
+        .examples([example])
+        .build()
 }
 
 /// A stored entry.
@@ -301,6 +399,75 @@ mod tests {
     #[test]
     fn text_with_nul_is_refused() {
         assert_eq!(check_text("a\0b"), Err(TextError::ContainsNul));
+    }
+
+    #[test]
+    fn invisible_only_text_is_empty() {
+        for text in [
+            "\u{200B}",
+            "\u{200B}\u{200D} \u{FEFF}",
+            "\u{3164}",
+            "\u{00AD}\u{2060}",
+        ] {
+            assert_eq!(check_text(text), Err(TextError::Empty), "{text:?}");
+        }
+        // Inside visible text they stay: a family emoji is joined by ZWJs.
+        assert_eq!(
+            check_text("\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn controls_and_bidi_overrides_are_refused_line_breaks_and_marks_are_not() {
+        assert_eq!(
+            check_text("invoice\u{202E}fdp.exe"),
+            Err(TextError::ContainsBidiControl { code_point: 0x202E })
+        );
+        assert_eq!(
+            check_text("a\u{2066}b"),
+            Err(TextError::ContainsBidiControl { code_point: 0x2066 })
+        );
+        assert_eq!(
+            check_text("bell\u{7}"),
+            Err(TextError::ContainsControl { code_point: 7 })
+        );
+        assert_eq!(
+            check_text("c1\u{9B}"),
+            Err(TextError::ContainsControl { code_point: 0x9B })
+        );
+        for text in [
+            "two\nlines\r\n",
+            "tab\there",
+            "\u{5E9}\u{5DC}\u{5D5}\u{5DD} \u{200F}!",
+        ] {
+            assert_eq!(check_text(text), Ok(()), "{text:?}");
+        }
+        assert_eq!(
+            TextError::ContainsBidiControl { code_point: 0x202E }.to_string(),
+            "must not contain bidirectional override or isolate characters (found U+202E)"
+        );
+    }
+
+    #[test]
+    fn the_schema_pattern_agrees_with_the_check() {
+        let pattern = regex::Regex::new(TEXT_PATTERN).expect("the pattern compiles");
+        let agrees = |text: &str| {
+            assert_eq!(
+                pattern.is_match(text),
+                check_text(text).is_ok(),
+                "pattern and check_text disagree on {text:?}"
+            );
+        };
+        let samples = (0..=0x3200_u32)
+            .chain(0xFDF0..=0xFFFF)
+            .chain([0x1F600, 0xE0041, 0x10FFFF])
+            .filter_map(char::from_u32);
+        for c in samples {
+            agrees(&c.to_string());
+            agrees(&format!("{c}a"));
+            agrees(&format!(" {c}\u{200B}"));
+        }
     }
 
     #[test]

@@ -97,14 +97,11 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
             "python3 -m venv failed: install the venv module (Debian/Ubuntu: `sudo apt-get install python3-venv`)"
         );
     }
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        SCHEMATHESIS,
-        MOTO,
-        ZIZMOR,
-        CFN_LINT,
-    ]))?;
+    // Every package pinned with its hashes (xtask/python-tools.txt, made
+    // from xtask/python-tools.in, which holds the pins above).
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--require-hashes", "-r"])
+        .arg(crate::project_root().join("xtask/python-tools.txt")))?;
     Ok(executable)
 }
 
@@ -132,7 +129,11 @@ impl Moto {
         let python = tools_python()?;
         let moto_server = python.with_file_name("moto_server");
         if !moto_server.exists() {
-            run(Command::new(python.with_file_name("pip")).args(["install", "--quiet", MOTO]))?;
+            bail!(
+                "{} is missing ({MOTO} should be in target/tools-venv): remove target/tools-venv \
+                 and run again to reinstall the tools",
+                moto_server.display()
+            );
         }
         let port = free_port()?;
         let log = std::fs::File::create(target_dir().join(format!("moto-{port}.log")))?;

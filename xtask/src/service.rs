@@ -148,13 +148,24 @@ pub struct Reply {
     pub status: u16,
     /// The `content-type` header, if any.
     pub content_type: Option<String>,
+    /// The `retry-after` header, if any.
+    pub retry_after: Option<String>,
     /// The body as text.
     pub body: String,
 }
 
 /// One request over a fresh connection (`connection: close`).
 pub fn send(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    send_over(TcpStream::connect(("127.0.0.1", port))?, method, path, body)
+}
+
+/// One request over `stream`, which it closes.
+pub fn send_over(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
@@ -178,14 +189,17 @@ pub fn send(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io:
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
-    let content_type = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-type")
-            .then(|| value.trim().to_owned())
-    });
+    let header = |wanted: &str| {
+        head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_owned())
+        })
+    };
     Ok(Reply {
         status,
-        content_type,
+        content_type: header("content-type"),
+        retry_after: header("retry-after"),
         body: body.to_owned(),
     })
 }

@@ -46,6 +46,8 @@ pub struct DataQuery {
         (status = 413, description = "The body is larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not declared as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Fields missing, unknown or breaking the rules; `errors` lists each", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes from this client address (on Elastic Beanstalk, from the platform's nginx: 10 a second, bursts of 20, per instance); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
         (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
     )
@@ -196,13 +198,7 @@ fn parse_entry(mut object: Map<String, Value>) -> Result<NewData, Vec<FieldError
     };
     let notes = take("notes");
     let greeting = take("greeting");
-    let unknown: Vec<FieldError> = object
-        .keys()
-        .map(|name| FieldError {
-            field: name.clone(),
-            message: "is not a known field".to_owned(),
-        })
-        .collect();
+    let unknown = unknown_fields(object.keys());
     match NewData::parse(notes, greeting) {
         Ok(entry) if unknown.is_empty() => Ok(entry),
         Ok(_) => Err(unknown),
@@ -211,6 +207,36 @@ fn parse_entry(mut object: Map<String, Value>) -> Result<NewData, Vec<FieldError
             Err(errors)
         }
     }
+}
+
+/// Unknown members listed in a problem at most; the rest are counted.
+/// Without a cap, 16 KiB of one-letter keys would answer about 140 KB.
+const MAX_UNKNOWN_LISTED: usize = 5;
+
+/// Characters of an unknown member's name echoed back at most.
+const MAX_ECHOED_NAME: usize = 64;
+
+/// The errors for unknown members: the first few by name (shortened), then
+/// one entry counting the others.
+fn unknown_fields<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> Vec<FieldError> {
+    let total = names.len();
+    let mut errors: Vec<FieldError> = names
+        .take(MAX_UNKNOWN_LISTED)
+        .map(|name| FieldError {
+            field: match name.char_indices().nth(MAX_ECHOED_NAME) {
+                Some((cut, _)) => format!("{}…", &name[..cut]),
+                None => name.clone(),
+            },
+            message: "is not a known field".to_owned(),
+        })
+        .collect();
+    if total > MAX_UNKNOWN_LISTED {
+        errors.push(FieldError {
+            field: "(more)".to_owned(),
+            message: format!("and {} more unknown fields", total - MAX_UNKNOWN_LISTED),
+        });
+    }
+    errors
 }
 
 /// Whether the request declares a JSON body (`application/json`, or
@@ -260,6 +286,23 @@ mod tests {
             assert!(!is_json(&json_headers(refused)), "{refused}");
         }
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn unknown_fields_are_listed_up_to_a_cap_and_counted_beyond_it() {
+        let names: Vec<String> = (0..1800).map(|i| format!("k{i}")).collect();
+        let errors = unknown_fields(names.iter());
+        assert_eq!(errors.len(), MAX_UNKNOWN_LISTED + 1);
+        assert_eq!(errors[0].field, "k0");
+        assert_eq!(
+            errors[MAX_UNKNOWN_LISTED].message,
+            "and 1795 more unknown fields"
+        );
+
+        let long = ["é".repeat(1000)];
+        let errors = unknown_fields(long.iter());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field.chars().count(), MAX_ECHOED_NAME + 1);
     }
 
     #[test]

@@ -266,6 +266,7 @@ async fn provision_creates_a_private_encrypted_iam_instance_once() {
     );
     assert_eq!(created.db_instance_class(), Some("db.t4g.micro"));
     assert_eq!(created.allocated_storage(), Some(20));
+    assert_eq!(created.max_allocated_storage(), Some(100));
     assert_eq!(created.storage_type(), Some("gp3"));
     assert_eq!(created.storage_encrypted(), Some(true));
     assert_eq!(created.publicly_accessible(), Some(false));
@@ -355,6 +356,38 @@ async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
 }
 
 #[tokio::test]
+async fn with_its_endpoint_configured_serve_needs_no_answer_from_the_rds_api() {
+    emulator();
+    // No such instance: describing it would fail (DBInstanceNotFound).
+    let mut settings =
+        Settings::from_figment(Profile::Prod, Settings::defaults_figment()).expect("loads");
+    settings.rds.instance_id = Some(unique_id("never-created"));
+    settings.rds.endpoint = Some("notes-db.abc123.us-east-1.rds.amazonaws.com:6543".to_owned());
+    settings.database.ssl_root_cert = Some(std::env::temp_dir().join("rds-global-bundle.pem"));
+
+    let connection = api::db::connection(&settings)
+        .await
+        .expect("connects where rds.endpoint says, asking RDS nothing");
+
+    assert_eq!(
+        connection.options.get_host(),
+        "notes-db.abc123.us-east-1.rds.amazonaws.com"
+    );
+    assert_eq!(connection.options.get_port(), 6543);
+    assert!(connection.iam.is_some(), "still signs in with IAM tokens");
+
+    settings.rds.endpoint = Some("notes-db:0".to_owned());
+    let error = api::db::connection(&settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("rds.endpoint (APP_RDS__ENDPOINT)"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn without_the_ca_bundle_an_rds_connection_is_refused() {
     let id = unique_id("noca");
     let created = api_db(&["provision"], &id).await;
@@ -432,6 +465,7 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
     assert_eq!(
         first,
         api::bootstrap::Outcome {
+            already_done: false,
             created_role: true,
             granted_rds_iam: true
         }
@@ -439,6 +473,7 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
     assert_eq!(
         second,
         api::bootstrap::Outcome {
+            already_done: false,
             created_role: false,
             granted_rds_iam: true
         }

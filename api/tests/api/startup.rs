@@ -271,3 +271,61 @@ async fn an_older_binary_starts_against_a_newer_schema(pool: PgPool) {
         .await
         .expect("an older binary still migrates and starts");
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off(pool: PgPool) {
+    let (address, stop, server) = serve(pool, |settings| {
+        settings.server.header_read_timeout_secs = 1
+    })
+    .await;
+    let request =
+        b"GET /health HTTP/1.1\r\nHost: test\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+
+    // A byte every 200 ms: the whole head would take about 17 s.
+    let mut sent = 0;
+    let mut closed = false;
+    for byte in request {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+        let mut probe = [0_u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            // hyper may say why before it closes.
+            Ok(Ok(n)) => {
+                let answer = String::from_utf8_lossy(&probe[..n]);
+                assert!(
+                    answer.starts_with("HTTP/1.1 408"),
+                    "the server answered a request whose head never finished: {answer}"
+                );
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+
+    assert!(
+        closed,
+        "the server kept the connection while the whole head trickled in"
+    );
+    assert!(
+        sent < request.len(),
+        "closed only after the head was complete"
+    );
+    // A well-behaved client is still served.
+    let mut client = TcpStream::connect(address).await.expect("connects");
+    client
+        .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("sends");
+    assert!(read_response(&mut client).await.starts_with("HTTP/1.1 200"));
+    let _ = stop.send(());
+    server.await.expect("joins").expect("stops cleanly");
+}

@@ -170,3 +170,62 @@ async fn no_spelling_of_a_path_escapes_the_policy_or_causes_a_500(pool: PgPool) 
     );
     assert_eq!(encoded.header("x-frame-options"), Some("DENY"));
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn static_serving_refuses_paths_that_climb_out_of_the_web_folder(pool: PgPool) {
+    let app = app_with_web(pool, "traversal");
+    // A file beside the web folder, which no request may read.
+    let secret_name = format!("api-web-secret-{}.txt", std::process::id());
+    let secret = std::env::temp_dir().join(&secret_name);
+    std::fs::write(&secret, "TOP-SECRET-MARKER").expect("writes the secret");
+
+    for path in [
+        format!("/../{secret_name}"),
+        format!("/%2e%2e/{secret_name}"),
+        format!("/%2E%2E/{secret_name}"),
+        format!("/..%2f{secret_name}"),
+        format!("/%2e%2e%2f{secret_name}"),
+        format!("/x/..%2f..%2f{secret_name}"),
+        format!("/..%5c{secret_name}"),
+        format!("/x/%2e%2e/%2e%2e/{secret_name}"),
+        format!("/web-0123456789abcdef.js/../../{secret_name}"),
+    ] {
+        let response = app.get(&path).await;
+
+        let body = String::from_utf8_lossy(&response.body);
+        assert!(
+            !body.contains("TOP-SECRET-MARKER"),
+            "{path} served the file outside the web folder"
+        );
+        assert!(
+            response.status == StatusCode::NOT_FOUND
+                || response.status == StatusCode::BAD_REQUEST
+                || body.contains("<!DOCTYPE html>"),
+            "{path}: {} {body}",
+            response.status
+        );
+    }
+    let _ = std::fs::remove_file(secret);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn strict_transport_security_is_sent_only_for_requests_that_came_over_https(pool: PgPool) {
+    let app = app_with_web(pool, "hsts");
+    let over = |proto: &'static str| {
+        Request::get("/health")
+            .header("x-forwarded-proto", proto)
+            .body(Body::empty())
+            .expect("valid request")
+    };
+
+    let https = app.send(over("https")).await;
+    let http = app.send(over("http")).await;
+    let direct = app.get("/").await;
+
+    assert_eq!(
+        https.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    assert_eq!(http.header("strict-transport-security"), None);
+    assert_eq!(direct.header("strict-transport-security"), None);
+}

@@ -25,6 +25,7 @@ pub mod rds;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use self::rds::Rds;
 use crate::bundle::{self, TARGET};
 use crate::contract::Moto;
 use crate::load::{Load, check_acknowledged, stored_ids};
-use crate::service::{send, target_dir};
+use crate::service::{Reply, send, send_over, target_dir};
 use crate::{status, step};
 
 /// Writers posting through the load balancer during the rollout.
@@ -199,7 +200,7 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
         logs,
         health_wait,
     };
-    let figures = scenario(&mut environment, &rds, &v1, &v2)?;
+    let figures = scenario(&mut environment, &rds, &moto, &v1, &v2)?;
     std::fs::write(
         out.join("latest.json"),
         serde_json::to_string_pretty(&figures)?,
@@ -213,6 +214,7 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
 fn scenario(
     environment: &mut Environment<'_>,
     rds: &Rds,
+    moto: &Moto,
     v1: &Bundle,
     v2: &Bundle,
 ) -> anyhow::Result<serde_json::Value> {
@@ -257,6 +259,15 @@ fn scenario(
         "environment created in {:.1} s: {first} and {second} healthy; POST, GET and the web client answer through the load balancer",
         created.as_secs_f64()
     ));
+
+    let write_limit = write_limit(environment)?;
+
+    // From here on the instances may not read the master secret: a later
+    // leader's bootstrap must find the app role ready and leave it alone.
+    rds.withdraw_master_secret(moto)?;
+    status(
+        "the master secret withdrawn from the instances (the README's step after the first deploy)",
+    );
 
     step(
         "2. a new version rolled out with an additional batch, one instance at a time, under write load",
@@ -332,6 +343,7 @@ fn scenario(
     );
     Ok(serde_json::json!({
         "environment_created_seconds": created.as_secs_f64(),
+        "write_limit": write_limit,
         "rollout_seconds": rolled.as_secs_f64(),
         "requests": outcomes.len(),
         "failed_requests": failed.len(),
@@ -347,6 +359,121 @@ fn scenario(
             .map(|(id, state, served)| serde_json::json!({ "id": id, "state": format!("{state:?}"), "served": served }))
             .collect::<Vec<_>>(),
     }))
+}
+
+/// Two Internet clients (public addresses, as the load balancer sees
+/// them) write at once: one far over the bundle's per-client write limit,
+/// which must get 429 problems with `Retry-After` once its burst is spent,
+/// the other at a few writes a second, which must not get a single one.
+/// Every other request of the rehearsal comes from the machine itself,
+/// inside the VPC, which the limit leaves alone.
+fn write_limit(environment: &Environment<'_>) -> anyhow::Result<serde_json::Value> {
+    step(
+        "1b. abuse: a client over the write limit gets 429s; another client at the same time does not",
+    );
+    let port = environment.lb.port;
+    let (flood, polite) = (FLOOD_CLIENT, POLITE_CLIENT);
+    environment.vpc.add_client_address(flood)?;
+    environment.vpc.add_client_address(polite)?;
+    let body = r#"{"notes":"rate","greeting":"limited"}"#;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        move || {
+            let mut replies = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                replies.push(send_from(flood, port, "POST", "/data", Some(body)));
+            }
+            replies
+        }
+    });
+    let mut polite_statuses = Vec::new();
+    for _ in 0..10 {
+        let reply = send_from(polite, port, "POST", "/data", Some(body))
+            .context("the polite client's write")?;
+        polite_statuses.push(reply.status);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flood_replies: Vec<Reply> = flooding
+        .join()
+        .map_err(|_| anyhow::anyhow!("the flooding client panicked"))?
+        .into_iter()
+        .collect::<std::io::Result<_>>()
+        .context("the flooding client's writes")?;
+    let limited: Vec<&Reply> = flood_replies
+        .iter()
+        .filter(|reply| reply.status == 429)
+        .collect();
+    let stored = flood_replies
+        .iter()
+        .filter(|reply| reply.status == 201)
+        .count();
+    ensure!(
+        !limited.is_empty(),
+        "{} writes in a row from {flood} through the load balancer were all let through \
+         ({stored} stored): the bundle's nginx does not limit writes per client (limit_req on \
+         the client address restored from X-Forwarded-For: .platform/nginx/conf.d/proxy.conf)",
+        flood_replies.len()
+    );
+    for reply in &limited {
+        ensure!(
+            reply.retry_after.is_some()
+                && reply.content_type.as_deref() == Some("application/problem+json")
+                && reply.body.contains("/problems/too-many-requests"),
+            "a 429 must be a problem document with Retry-After, got {:?} {:?}: {}",
+            reply.content_type,
+            reply.retry_after,
+            reply.body
+        );
+    }
+    ensure!(
+        flood_replies
+            .iter()
+            .all(|reply| matches!(reply.status, 201 | 429)),
+        "the flooding client got answers other than 201 and 429: {:?}",
+        flood_replies
+            .iter()
+            .map(|reply| reply.status)
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        polite_statuses.iter().all(|&status| status == 201),
+        "a client writing a few times a second from {polite} was refused while {flood} flooded:          {polite_statuses:?} (the limit must be per client address, not shared)"
+    );
+    status(&format!(
+        "{flood}: {} writes in a row, {stored} stored, {} answered 429 with Retry-After; \
+         {polite} at the same time: {} writes, all stored",
+        flood_replies.len(),
+        limited.len(),
+        polite_statuses.len()
+    ));
+    Ok(serde_json::json!({
+        "flood_writes": flood_replies.len(),
+        "flood_stored": stored,
+        "flood_429": limited.len(),
+        "polite_writes": polite_statuses.len(),
+        "polite_refused": 0,
+    }))
+}
+
+/// Public addresses (TEST-NET-2 and -3, RFC 5737) for the two clients.
+const FLOOD_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const POLITE_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// One request to the load balancer, sent from `source`.
+fn send_from(
+    source: Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
+    send_over(socket.into(), method, path, body)
 }
 
 /// Requests the load balancer has sent to `id`.

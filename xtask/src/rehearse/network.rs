@@ -131,6 +131,13 @@ impl Vpc {
         Ok(vpc)
     }
 
+    /// Gives the machine `address` too, so that a client can send from it:
+    /// an Internet client's public address as the load balancer sees it.
+    /// Removed with the bridge.
+    pub fn add_client_address(&self, address: Ipv4Addr) -> anyhow::Result<()> {
+        ip(&["addr", "add", &format!("{address}/32"), "dev", BRIDGE])
+    }
+
     /// The machine's own address on the VPC (the load balancer's side, and
     /// where the AWS API emulator listens for the hosts).
     pub fn gateway() -> Ipv4Addr {

@@ -46,6 +46,8 @@ pub struct Rds {
     pub address: std::net::Ipv4Addr,
     /// The database name.
     pub database: String,
+    /// The RDS-managed master secret.
+    secret_arn: String,
 }
 
 impl Rds {
@@ -153,7 +155,20 @@ impl Rds {
             endpoint,
             address: host.address,
             database,
+            secret_arn,
         })
+    }
+
+    /// Takes the master secret away from the instances, as the README's
+    /// second step does after the first deploy (the instance role stops
+    /// reading it): modelled by deleting it, so that any later read fails.
+    pub fn withdraw_master_secret(&self, moto: &Moto) -> anyhow::Result<()> {
+        let python = tools_python()?;
+        let script = "import boto3, sys\n\
+                      boto3.client('secretsmanager').delete_secret(SecretId=sys.argv[1], ForceDeleteWithoutRecovery=True)\n";
+        let mut command = Command::new(python);
+        moto.aim(command.args(["-c", script, &self.secret_arn]));
+        crate::run(&mut command).context("deleting the master secret in moto's Secrets Manager")
     }
 
     /// The `/etc/hosts` line that makes the endpoint resolve on the VPC.
