@@ -302,7 +302,10 @@ async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off(pool: PgPool) {
                 let answer = String::from_utf8_lossy(&probe[..n]);
                 assert!(
                     answer.starts_with("HTTP/1.1 408"),
-                    "the server answered a request whose head never finished: {answer}"
+                    "no header read timeout: the server waited while {sent} of {} bytes of \
+                     the head trickled in, then answered {:?}",
+                    request.len(),
+                    answer.lines().next().unwrap_or_default()
                 );
                 closed = true;
                 break;
