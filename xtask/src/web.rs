@@ -24,6 +24,11 @@ pub fn dist_dir() -> PathBuf {
     project_root().join("web/dist")
 }
 
+/// Where `cargo xtask run` has trunk write its development build.
+pub fn dev_dist_dir() -> PathBuf {
+    project_root().join("web/dist-dev")
+}
+
 /// Builds the client in release mode unless `web/dist` is newer than every
 /// input; then writes `.br` and `.gz` beside each compressible file.
 pub fn build(force: bool) -> anyhow::Result<()> {
@@ -33,6 +38,33 @@ pub fn build(force: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     step("building the web client (trunk, release)");
+    trunk_build(&["build", "--release"])?;
+    precompress(&dist)
+}
+
+/// The development build `cargo xtask run` serves (into `web/dist-dev`,
+/// unless it is newer than every input): no size tuning, no `wasm-opt`, a
+/// fraction of the release build's time. The bundle, the browser tests'
+/// size budget and the benchmark use the release build.
+pub fn build_dev() -> anyhow::Result<PathBuf> {
+    let dist = dev_dist_dir();
+    if is_up_to_date(&dist)? {
+        status("web client (development build) is up to date (web/dist-dev)");
+        return Ok(dist);
+    }
+    step("building the web client (trunk, development build)");
+    trunk_build(&["build", "--dist", "dist-dev"])?;
+    Ok(dist)
+}
+
+/// Runs trunk in `web/` with the tools it needs, installed when missing.
+fn trunk_build(args: &[&str]) -> anyhow::Result<()> {
+    run(&mut trunk_command(args)?)
+}
+
+/// trunk with `args`, in `web/`, with the tools it needs (installed when
+/// missing) on its `PATH`.
+pub fn trunk_command(args: &[&str]) -> anyhow::Result<Command> {
     crate::service::ensure_rust_target("wasm32-unknown-unknown")?;
     let trunk = ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)?;
     ensure_cargo_tool(
@@ -47,13 +79,14 @@ pub fn build(force: bool) -> anyhow::Result<()> {
     let path = std::env::join_paths(std::iter::once(node_bin).chain(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     )))?;
-    run(Command::new(trunk)
-        .args(["build", "--release"])
+    let mut command = Command::new(trunk);
+    command
+        .args(args)
         .current_dir(project_root().join("web"))
         .env("PATH", path)
         .env("TRUNK_SKIP_VERSION_CHECK", "true")
-        .env("NO_COLOR", "true"))?;
-    precompress(&dist)
+        .env("NO_COLOR", "true");
+    Ok(command)
 }
 
 /// Whether `dist/index.html` is newer than every source of the client.
@@ -81,7 +114,8 @@ fn is_up_to_date(dist: &Path) -> anyhow::Result<bool> {
     Ok(newest <= built)
 }
 
-fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
+/// The newest modification time of `path` or anything under it.
+pub fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !meta.is_dir() {
         return Ok(meta.modified()?);
@@ -118,7 +152,15 @@ pub fn ensure_cargo_tool(
         "installing {krate} {version} (once; a few minutes)"
     ));
     let mut install = cargo();
-    install.args(["install", krate, "--version", version]);
+    install
+        .args(["install", krate, "--version", version])
+        // Build tools: their own speed matters little here, their build
+        // time is most of a first run. trunk's release profile asks for
+        // fat LTO in one codegen unit, minutes on two cores; these
+        // settings apply to this install only.
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
     // wasm-bindgen-cli's own lockfile pins a crate version the registry no
     // longer serves, so it installs without --locked.
     if locked {
