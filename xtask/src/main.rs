@@ -118,11 +118,9 @@ impl Task {
 
 fn run_app() -> anyhow::Result<()> {
     // Build first: a failed or interrupted build leaves no database running.
-    let web_dir = web::build_dev()?;
+    web::build(false)?;
     let mut serve = cargo();
-    serve
-        .args(["run", "--package", "api", "--", "serve"])
-        .env("APP_WEB__DIR", web_dir);
+    serve.args(["run", "--package", "api", "--", "serve"]);
     let cluster = match std::env::var_os("DATABASE_URL") {
         Some(_) => None,
         None => Some(Cluster::local()?),

@@ -24,11 +24,6 @@ pub fn dist_dir() -> PathBuf {
     project_root().join("web/dist")
 }
 
-/// Where `cargo xtask run` has trunk write its development build.
-pub fn dev_dist_dir() -> PathBuf {
-    project_root().join("web/dist-dev")
-}
-
 /// Builds the client in release mode unless `web/dist` is newer than every
 /// input; then writes `.br` and `.gz` beside each compressible file.
 pub fn build(force: bool) -> anyhow::Result<()> {
@@ -40,21 +35,6 @@ pub fn build(force: bool) -> anyhow::Result<()> {
     step("building the web client (trunk, release)");
     trunk_build(&["build", "--release"])?;
     precompress(&dist)
-}
-
-/// The development build `cargo xtask run` serves (into `web/dist-dev`,
-/// unless it is newer than every input): no size tuning, no `wasm-opt`, a
-/// fraction of the release build's time. The bundle, the browser tests'
-/// size budget and the benchmark use the release build.
-pub fn build_dev() -> anyhow::Result<PathBuf> {
-    let dist = dev_dist_dir();
-    if is_up_to_date(&dist)? {
-        status("web client (development build) is up to date (web/dist-dev)");
-        return Ok(dist);
-    }
-    step("building the web client (trunk, development build)");
-    trunk_build(&["build", "--dist", "dist-dev"])?;
-    Ok(dist)
 }
 
 /// Runs trunk in `web/` with the tools it needs, installed when missing.
