@@ -87,14 +87,7 @@ pub struct RdsTarget {
 /// Describes instance `id` and checks it can be connected to: a usable
 /// state, an endpoint, and a CA bundle to verify it with.
 pub async fn rds_target(settings: &Settings, id: &str) -> anyhow::Result<RdsTarget> {
-    let (config, report) = describe_target(settings, id).await?;
-    let endpoint = report
-        .endpoint
-        .clone()
-        .ok_or_else(|| rds::RdsError::NoEndpoint {
-            id: id.to_owned(),
-            status: report.status.clone(),
-        })?;
+    let (config, report, endpoint) = describe_target(settings, id).await?;
     if rds::is_bad_state(&report.status) {
         return Err(rds::RdsError::BadState {
             id: id.to_owned(),
@@ -112,13 +105,23 @@ pub async fn rds_target(settings: &Settings, id: &str) -> anyhow::Result<RdsTarg
     })
 }
 
+/// Describes instance `id`: the SDK configuration it was found with, its
+/// report, and its endpoint (an error when it has none yet).
 async fn describe_target(
     settings: &Settings,
     id: &str,
-) -> anyhow::Result<(aws_config::SdkConfig, InstanceReport)> {
+) -> anyhow::Result<(aws_config::SdkConfig, InstanceReport, Endpoint)> {
     let config = rds::sdk_config(&settings.rds).await?;
     let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
-    Ok((config, InstanceReport::of(&instance, false)))
+    let report = InstanceReport::of(&instance, false);
+    let endpoint = report
+        .endpoint
+        .clone()
+        .ok_or_else(|| rds::RdsError::NoEndpoint {
+            id: id.to_owned(),
+            status: report.status.clone(),
+        })?;
+    Ok((config, report, endpoint))
 }
 
 /// Options for `endpoint` and `database`, TLS verified against
@@ -161,19 +164,12 @@ async fn serving_target(
         let options = verify_full(settings, &endpoint, &settings.rds.db_name)?;
         return Ok((config, endpoint, options));
     }
-    let (config, report) = describe_target(settings, id).await.map_err(|error| {
+    let (config, report, endpoint) = describe_target(settings, id).await.map_err(|error| {
         error.context(
             "finding the database through the RDS API failed (set rds.endpoint, \
              APP_RDS__ENDPOINT, to start without it)",
         )
     })?;
-    let endpoint = report
-        .endpoint
-        .clone()
-        .ok_or_else(|| rds::RdsError::NoEndpoint {
-            id: id.to_owned(),
-            status: report.status.clone(),
-        })?;
     if report.status != "available" {
         tracing::warn!(
             instance = id,
