@@ -57,42 +57,14 @@ pub fn make_in(dir: &Path) -> anyhow::Result<TestCertificates> {
     };
     quiet_ca("test-ca")?;
     quiet_ca("other-ca")?;
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ])?;
-    std::fs::write(dir.join("server.ext"), "subjectAltName = DNS:localhost\n")?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "test-ca.crt",
-        "-CAkey",
-        "test-ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ])?;
+    let (ca, ca_key) = (dir.join("test-ca.crt"), dir.join("test-ca.key"));
+    let (server_cert, server_key) = sign(&ca, &ca_key, &dir, "localhost")?;
     Ok(TestCertificates {
-        ca: dir.join("test-ca.crt"),
-        ca_key: dir.join("test-ca.key"),
+        ca,
+        ca_key,
         other_ca: dir.join("other-ca.crt"),
-        server_cert: dir.join("server.crt"),
-        server_key: dir.join("server.key"),
+        server_cert,
+        server_key,
     })
 }
 
@@ -126,6 +98,12 @@ pub fn server_certificate(
     host: &str,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
+    sign(&certificates.ca, &certificates.ca_key, dir, host)
+}
+
+/// A key and a certificate for `host` (its CN and only DNS name), signed by
+/// `ca`, written as `<dir>/<host>.crt` and `.key`; returns both paths.
+fn sign(ca: &Path, ca_key: &Path, dir: &Path, host: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let openssl = |args: &[&str]| openssl(args, dir);
     let (key, csr, cert, ext) = (
         format!("{host}.key"),
@@ -146,8 +124,8 @@ pub fn server_certificate(
         &csr,
     ])?;
     std::fs::write(dir.join(&ext), format!("subjectAltName = DNS:{host}\n"))?;
-    let ca = certificates.ca.display().to_string();
-    let ca_key = certificates.ca_key.display().to_string();
+    let ca = ca.display().to_string();
+    let ca_key = ca_key.display().to_string();
     openssl(&[
         "x509",
         "-req",
