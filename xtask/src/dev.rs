@@ -30,15 +30,10 @@ const POLL: Duration = Duration::from_millis(300);
 pub fn run_dev() -> anyhow::Result<()> {
     let mut trunk = web::trunk_command(&["serve", "--address", "127.0.0.1", "--port", "8080"])?;
     build_api()?;
-    let cluster = match std::env::var_os("DATABASE_URL") {
-        Some(_) => None,
-        None => Some(Cluster::local()?),
-    };
-    let database_url = match &cluster {
-        Some(cluster) => cluster.url("postgres"),
-        None => std::env::var("DATABASE_URL").context("DATABASE_URL is not valid UTF-8")?,
-    };
-    let mut api = start_api(&database_url)?;
+    // Without a local cluster the api reads DATABASE_URL itself, as in `run`.
+    let cluster = Cluster::local_unless_database_url()?;
+    let database_url = cluster.as_ref().map(|cluster| cluster.url("postgres"));
+    let mut api = start_api(database_url.as_deref())?;
     step("trunk serve: the web client on http://127.0.0.1:8080 with live reload (Ctrl-C stops)");
     let mut trunk = Terminating(trunk.spawn().context("starting trunk serve")?);
     let mut built_from = newest_api_input()?;
@@ -65,16 +60,15 @@ pub fn run_dev() -> anyhow::Result<()> {
             continue;
         }
         drop(api);
-        api = start_api(&database_url)?;
+        api = start_api(database_url.as_deref())?;
         status(&format!(
             "api restarted {:.1} s after the change was seen",
             edited.elapsed().as_secs_f64()
         ));
     };
     drop(api);
-    if let Some(cluster) = cluster.filter(Cluster::started_here) {
-        status("stopping the local PostgreSQL");
-        cluster.stop()?;
+    if let Some(cluster) = cluster {
+        cluster.stop_if_started_here()?;
     }
     outcome
 }
@@ -83,13 +77,16 @@ fn build_api() -> anyhow::Result<()> {
     run(cargo().args(["build", "--package", "api"]))
 }
 
-/// Starts the debug build of `api serve` on :5000 and waits until it answers.
-fn start_api(database_url: &str) -> anyhow::Result<Terminating> {
+/// Starts the debug build of `api serve` on :5000 (on `database_url`, when
+/// given) and waits until it answers.
+fn start_api(database_url: Option<&str>) -> anyhow::Result<Terminating> {
     let binary: PathBuf = target_dir().join("debug/api");
-    let child = Command::new(&binary)
-        .arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("APP_SERVER__PORT", "5000")
+    let mut command = Command::new(&binary);
+    command.arg("serve").env("APP_SERVER__PORT", "5000");
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    let child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let api = Terminating(child);

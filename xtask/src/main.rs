@@ -121,18 +121,14 @@ fn run_app() -> anyhow::Result<()> {
     web::build(false)?;
     let mut serve = cargo();
     serve.args(["run", "--package", "api", "--", "serve"]);
-    let cluster = match std::env::var_os("DATABASE_URL") {
-        Some(_) => None,
-        None => Some(Cluster::local()?),
-    };
+    let cluster = Cluster::local_unless_database_url()?;
     if let Some(cluster) = &cluster {
         serve.env("DATABASE_URL", cluster.url("postgres"));
     }
     status("building and starting the api on http://127.0.0.1:5000 (Ctrl-C stops it)");
     let served = run(&mut serve);
-    if let Some(cluster) = cluster.filter(Cluster::started_here) {
-        status("stopping the local PostgreSQL");
-        cluster.stop()?;
+    if let Some(cluster) = cluster {
+        cluster.stop_if_started_here()?;
     }
     served
 }

@@ -72,6 +72,25 @@ impl Cluster {
         Cluster::start("local", LOCAL_PORT, false, &[], None)
     }
 
+    /// The local cluster for `run` and `dev`, unless `DATABASE_URL` names
+    /// a database to use instead.
+    pub fn local_unless_database_url() -> anyhow::Result<Option<Cluster>> {
+        match std::env::var_os("DATABASE_URL") {
+            Some(_) => Ok(None),
+            None => Cluster::local().map(Some),
+        }
+    }
+
+    /// Stops the server if this process started it (leaving one it merely
+    /// reused running).
+    pub fn stop_if_started_here(self) -> anyhow::Result<()> {
+        if self.started {
+            status("stopping the local PostgreSQL");
+            self.stop()?;
+        }
+        Ok(())
+    }
+
     /// Starts a fresh cluster on a free port, tuned for speed over
     /// durability; it is stopped and deleted when dropped.
     pub fn throwaway(name: &str) -> anyhow::Result<Cluster> {
@@ -263,11 +282,6 @@ impl Cluster {
     /// Folder with the server's programs (`psql`, `pgbench`, …).
     pub fn bin_dir(&self) -> &Path {
         &self.bin
-    }
-
-    /// Whether this process started the server (rather than reusing one).
-    pub fn started_here(&self) -> bool {
-        self.started
     }
 
     /// Runs SQL with `psql` as the superuser, stopping at the first error.

@@ -33,13 +33,8 @@ pub fn build(force: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     step("building the web client (trunk, release)");
-    trunk_build(&["build", "--release"])?;
+    run(&mut trunk_command(&["build", "--release"])?)?;
     precompress(&dist)
-}
-
-/// Runs trunk in `web/` with the tools it needs, installed when missing.
-fn trunk_build(args: &[&str]) -> anyhow::Result<()> {
-    run(&mut trunk_command(args)?)
 }
 
 /// trunk with `args`, in `web/`, with the tools it needs (installed when
