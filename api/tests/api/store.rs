@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use api::store::{Store, StoreError, StoreSettings};
 use axum::http::StatusCode;
-use domain::NewData;
+use domain::{DataRecord, NewData};
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -56,6 +56,41 @@ async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> boo
         assert!(started.elapsed() < within, "{what} within {within:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Locks `data` in a transaction of its own, then has `store` (connecting as
+/// `application`) insert `notes`, and returns once that insert waits on the
+/// lock: the transaction (commit it to let the insert go on) and the insert.
+async fn insert_held_by_a_lock(
+    pool: &PgPool,
+    store: &Store,
+    application: &str,
+    notes: &'static str,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<Result<DataRecord, StoreError>>,
+) {
+    let mut lock = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE data IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("locks");
+    let insert = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(entry(notes)).await }
+    });
+    until("the insert waits on the lock", Duration::from_secs(10), async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(application)
+        .fetch_one(pool)
+        .await
+        .expect("reads pg_stat_activity")
+            == 1
+    })
+    .await;
+    (lock, insert)
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
@@ -150,25 +185,7 @@ async fn one_bad_row_does_not_fail_its_batch_mates(pool: PgPool) {
     );
     // Hold the table so the first insert waits on the lock and the others
     // queue up behind it, to be served together.
-    let mut lock = pool.begin().await.expect("a transaction");
-    sqlx::query("LOCK TABLE data IN EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("locks");
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.insert(entry("first")).await }
-    });
-    until("the first insert waits on the lock", Duration::from_secs(10), async || {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'batch-mates' AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("reads pg_stat_activity")
-            == 1
-    })
-    .await;
+    let (lock, first) = insert_held_by_a_lock(&pool, &store, "batch-mates", "first").await;
     let batch: Vec<_> = (0..49)
         .map(|i| {
             let store = store.clone();
@@ -610,25 +627,7 @@ async fn a_full_queue_is_refused_at_once(pool: PgPool) {
     );
     // The only connection waits on a lock; four more requests fill the
     // queue behind it.
-    let mut lock = pool.begin().await.expect("a transaction");
-    sqlx::query("LOCK TABLE data IN EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("locks");
-    let blocked = tokio::spawn({
-        let store = store.clone();
-        async move { store.insert(entry("blocked")).await }
-    });
-    until("the connection waits on the lock", Duration::from_secs(10), async || {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'full' AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("reads pg_stat_activity")
-            == 1
-    })
-    .await;
+    let (lock, blocked) = insert_held_by_a_lock(&pool, &store, "full", "blocked").await;
     let queued: Vec<_> = (0..4)
         .map(|_| {
             let store = store.clone();
