@@ -28,7 +28,19 @@ const POLL: Duration = Duration::from_millis(300);
 
 /// Runs until trunk stops (Ctrl-C stops both).
 pub fn run_dev() -> anyhow::Result<()> {
-    let mut trunk = web::trunk_command(&["serve", "--address", "127.0.0.1", "--port", "8080"])?;
+    // Its own output folder: `trunk serve` writes a development build with
+    // a live-reload script, which `web/dist` (what `run`, the tests and the
+    // bundle serve, rebuilt only when older than its sources) must never
+    // hold.
+    let mut trunk = web::trunk_command(&[
+        "serve",
+        "--dist",
+        "dist-dev",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "8080",
+    ])?;
     build_api()?;
     // Without a local cluster the api reads DATABASE_URL itself, as in `run`.
     let cluster = Cluster::local_unless_database_url()?;
