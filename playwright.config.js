@@ -4,6 +4,8 @@ const { defineConfig } = require('@playwright/test');
 
 module.exports = defineConfig({
   testDir: 'e2e',
+  // e2e/webdriver/ holds the WebKit and Firefox journeys (node:test).
+  testIgnore: 'webdriver/**',
   // Two cores: one browser at a time keeps timings honest.
   workers: 1,
   retries: 0,

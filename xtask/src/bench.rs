@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::postgres::{Cluster, free_port};
 use crate::service::{Terminating, send, target_dir, wait_healthy, without_app_settings};
-use crate::{cargo, project_root, run, status, step, web};
+use crate::{cargo, project_root, run, status, step, web, which};
 
 /// Rows loaded before measuring, as the issue asks.
 const ROWS: u32 = 10_000;
@@ -552,12 +552,4 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     format!("{cores} cores, {cpu}")
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|path| path.is_file())
-    })
 }

@@ -1,14 +1,44 @@
 //! The browser tests: the real `api` binary serving the built client on a
-//! fresh database, driven by Playwright in the system's Chromium.
+//! fresh database, and the same user journeys in three engines: Chromium
+//! (Playwright, `e2e/app.spec.js`), WebKit and Firefox (W3C WebDriver,
+//! `e2e/webdriver/`). Every browser and driver is the system's own or built
+//! from crates.io; no tool downloads one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use crate::postgres::Cluster;
 use crate::service::{ApiProcess, target_dir};
-use crate::{project_root, run, status};
+use crate::{project_root, run, status, step, which};
+
+/// geckodriver, Firefox's WebDriver server, built from crates.io.
+const GECKODRIVER_VERSION: &str = "0.37.1";
+
+/// A browser engine the journeys run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// Debian's Chromium (or Google Chrome), through Playwright.
+    Chromium,
+    /// WebKitGTK's MiniBrowser through WebKitWebDriver, in Xvfb.
+    Webkit,
+    /// Firefox (ESR) through geckodriver, headless.
+    Firefox,
+}
+
+impl Engine {
+    /// Every engine, in the order the tests run them.
+    pub const ALL: &[Engine] = &[Engine::Chromium, Engine::Webkit, Engine::Firefox];
+
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Webkit => "webkit",
+            Engine::Firefox => "firefox",
+        }
+    }
+}
 
 /// Places Chromium is found, in order, after `CHROMIUM_PATH`.
 const CHROMIUM_CANDIDATES: &[&str] = &[
@@ -18,9 +48,29 @@ const CHROMIUM_CANDIDATES: &[&str] = &[
     "/Applications/Chromium.app/Contents/MacOS/Chromium",
 ];
 
-/// Runs the Playwright suite against a freshly started service.
-pub fn test(cluster: &Cluster) -> anyhow::Result<()> {
-    let chromium = find_chromium()?;
+/// Places WebKitGTK's MiniBrowser is found, in order, after `MINIBROWSER_PATH`.
+const MINIBROWSER_CANDIDATES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser",
+    "/usr/lib/aarch64-linux-gnu/webkit2gtk-4.1/MiniBrowser",
+    "/usr/libexec/webkit2gtk-4.1/MiniBrowser",
+];
+
+/// Places Firefox is found, in order, after `FIREFOX_PATH`.
+const FIREFOX_CANDIDATES: &[&str] = &[
+    "/usr/bin/firefox-esr",
+    "/usr/bin/firefox",
+    "/Applications/Firefox.app/Contents/MacOS/firefox",
+];
+
+/// Runs the journeys in `engines` against a freshly started service. Every
+/// engine's browser is looked up before anything runs, so a missing one is
+/// reported at once.
+pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
+    let node_bin = crate::web::ensure_npm_packages()?;
+    let mut commands = Vec::new();
+    for &engine in engines {
+        commands.push((engine, journeys(engine, &node_bin)?));
+    }
     let database = format!("browser_{}", std::process::id());
     cluster.create_database(&database)?;
     let out = target_dir().join("browser");
@@ -36,26 +86,104 @@ pub fn test(cluster: &Cluster) -> anyhow::Result<()> {
         api.port,
         out.join("api.log").display()
     ));
-    run(
-        Command::new(project_root().join("node_modules/.bin/playwright"))
-            .args(["test"])
+    for (engine, mut command) in commands {
+        step(&format!("the browser journeys in {}", engine.name()));
+        run(command
             .current_dir(project_root())
             .env("BASE_URL", format!("http://127.0.0.1:{}", api.port))
-            .env("CHROMIUM_PATH", &chromium)
-            .env("BROWSER_OUT", &out),
-    )
+            .env("BROWSER_OUT", &out))?;
+    }
+    Ok(())
 }
 
-fn find_chromium() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROMIUM_PATH") {
+/// The command that runs the journeys in `engine`, with its browser and
+/// driver found (geckodriver installed when missing).
+fn journeys(engine: Engine, node_bin: &Path) -> anyhow::Result<Command> {
+    match engine {
+        Engine::Chromium => {
+            let chromium = find(
+                "CHROMIUM_PATH",
+                CHROMIUM_CANDIDATES,
+                "Chromium was not found: install it (Debian/Ubuntu: `sudo apt-get install chromium`) \
+                 or point CHROMIUM_PATH at a Chromium or Chrome executable",
+            )?;
+            let mut command = Command::new(node_bin.join("playwright"));
+            command.arg("test").env("CHROMIUM_PATH", chromium);
+            Ok(command)
+        }
+        Engine::Webkit => {
+            let driver = which("WebKitWebDriver").context(
+                "WebKitWebDriver was not found: install it (Debian/Ubuntu: `sudo apt-get install webkit2gtk-driver`), \
+                 or leave WebKit out with `--browsers chromium,firefox`",
+            )?;
+            let browser = find(
+                "MINIBROWSER_PATH",
+                MINIBROWSER_CANDIDATES,
+                "WebKitGTK's MiniBrowser was not found (Debian/Ubuntu: it comes with `webkit2gtk-driver`); \
+                 point MINIBROWSER_PATH at it",
+            )?;
+            // MiniBrowser has no headless mode: it gets a virtual display.
+            let xvfb = which("xvfb-run").context(
+                "xvfb-run was not found: the WebKit journeys run MiniBrowser on a virtual display \
+                 (Debian/Ubuntu: `sudo apt-get install xvfb xauth`)",
+            )?;
+            let mut command = Command::new(xvfb);
+            command
+                .args([
+                    "--auto-servernum",
+                    "--server-args=-screen 0 1280x1024x24 -nolisten tcp",
+                ])
+                .arg("node");
+            Ok(webdriver_journeys(command, engine, &driver, &browser))
+        }
+        Engine::Firefox => {
+            let browser = find(
+                "FIREFOX_PATH",
+                FIREFOX_CANDIDATES,
+                "Firefox was not found: install it (Debian: `sudo apt-get install firefox-esr`) \
+                 or point FIREFOX_PATH at a Firefox executable",
+            )?;
+            let driver = crate::web::ensure_cargo_tool(
+                "geckodriver",
+                "geckodriver",
+                GECKODRIVER_VERSION,
+                true,
+            )?;
+            Ok(webdriver_journeys(
+                Command::new("node"),
+                engine,
+                &driver,
+                &browser,
+            ))
+        }
+    }
+}
+
+/// `node --test e2e/webdriver/journeys.test.js` (appended to `node`, which may be a wrapper)
+/// for `engine`, with its driver and browser.
+fn webdriver_journeys(mut node: Command, engine: Engine, driver: &Path, browser: &Path) -> Command {
+    node.args([
+        "--test",
+        "--test-reporter=spec",
+        "e2e/webdriver/journeys.test.js",
+    ])
+    .env("ENGINE", engine.name())
+    .env("DRIVER_PATH", driver)
+    .env("BROWSER_PATH", browser);
+    node
+}
+
+/// `variable`'s path when set, else the first of `candidates` that exists.
+fn find(variable: &str, candidates: &[&str], missing: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
         return Ok(PathBuf::from(path));
     }
-    CHROMIUM_CANDIDATES
+    match candidates
         .iter()
         .map(PathBuf::from)
         .find(|path| path.is_file())
-        .context(
-            "Chromium was not found: install it (Debian/Ubuntu: `sudo apt-get install chromium`) \
-             or point CHROMIUM_PATH at a Chromium or Chrome executable. The tests never download a browser.",
-        )
+    {
+        Some(path) => Ok(path),
+        None => bail!("{missing}. The tests never download a browser."),
+    }
 }

@@ -46,9 +46,20 @@ enum Task {
     /// http://127.0.0.1:8080 (trunk serve), rebuilt and reloaded on every
     /// change; the api on :5000, rebuilt and restarted on every change.
     Dev,
-    /// Run every test: Rust tests, then the browser tests in Chromium.
+    /// Run every test: Rust tests, the browser journeys in Chromium,
+    /// WebKit and Firefox, the scenarios, the rehearsal and the linters.
     /// Without DATABASE_URL, starts a throwaway PostgreSQL.
-    Test,
+    Test {
+        /// The engines the browser journeys run in.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = browser::Engine::ALL.to_vec())]
+        browsers: Vec<browser::Engine>,
+    },
+    /// Run only the browser journeys (on a throwaway PostgreSQL).
+    Browsers {
+        /// The engines to run them in.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = browser::Engine::ALL.to_vec())]
+        browsers: Vec<browser::Engine>,
+    },
     /// Build the web client (release, precompressed) into web/dist.
     Web {
         /// Rebuild even when web/dist looks up to date.
@@ -103,7 +114,8 @@ impl Task {
         match self {
             Task::Run => run_app(),
             Task::Dev => dev::run_dev(),
-            Task::Test => test(),
+            Task::Test { browsers } => test(&browsers),
+            Task::Browsers { browsers } => browsers_only(&browsers),
             Task::Web { force } => web::build(force),
             Task::Reliability => reliability::run(),
             Task::Bundle => bundle::build().map(|_| ()),
@@ -136,7 +148,13 @@ fn run_app() -> anyhow::Result<()> {
 /// The cargo-deny release `deny.toml` was written for.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
-fn test() -> anyhow::Result<()> {
+fn browsers_only(engines: &[browser::Engine]) -> anyhow::Result<()> {
+    let cluster = Cluster::throwaway("browsers")?;
+    web::build(false)?;
+    browser::test(&cluster, engines)
+}
+
+fn test(engines: &[browser::Engine]) -> anyhow::Result<()> {
     // An own throwaway cluster serves the tests unless DATABASE_URL names
     // another server; the .sqlx/ check always uses an own one.
     let given_url = std::env::var("DATABASE_URL").ok();
@@ -158,8 +176,7 @@ fn test() -> anyhow::Result<()> {
             .env("TEST_TLS_OTHER_CA", &certificates.other_ca),
     ))?;
     drop(moto);
-    step("running the browser tests (Playwright, system Chromium)");
-    browser::test(&cluster)?;
+    browser::test(&cluster, engines)?;
     step("fuzzing the running service from openapi.json (schemathesis)");
     contract::fuzz(&cluster)?;
     reliability::run()?;
@@ -243,6 +260,15 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The first `program` on `PATH`.
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
 }
 
 /// A progress line for the person at the terminal.

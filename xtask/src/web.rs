@@ -145,12 +145,17 @@ pub fn ensure_cargo_tool(
     Ok(path)
 }
 
-/// Installs the npm packages (wasm-opt from `binaryen`, Playwright) when
-/// missing and returns their `.bin` folder.
-fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
+/// Installs the npm packages (wasm-opt from `binaryen`, Playwright,
+/// selenium-webdriver) when missing or older than `package-lock.json`, and
+/// returns their `.bin` folder.
+pub fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
     let root = project_root();
     let bin = root.join("node_modules/.bin");
-    if bin.join("wasm-opt").exists() && bin.join("playwright").exists() {
+    // npm writes node_modules/.package-lock.json on every install.
+    let installed = newest_in(&root.join("node_modules/.package-lock.json")).ok();
+    if installed.is_some_and(|installed| {
+        newest_in(&root.join("package-lock.json")).is_ok_and(|lock| lock <= installed)
+    }) {
         return Ok(bin);
     }
     npm_ci()?;
