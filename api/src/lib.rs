@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod rds;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -6,7 +6,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 
-use crate::startup::api_routes;
+use crate::routes::api_routes;
 
 /// Top-level information; the paths come from [`api_routes`].
 #[derive(OpenApi)]
@@ -27,6 +27,12 @@ struct ApiDoc;
 /// The complete document: information, paths and schemas.
 pub fn document() -> Document {
     let (_, paths) = api_routes().split_for_parts();
+    document_with(paths)
+}
+
+/// The document over `paths`, the part [`api_routes`] describes (the router
+/// splits its routes once and passes the paths here).
+pub fn document_with(paths: Document) -> Document {
     let mut doc = ApiDoc::openapi();
     doc.merge(paths);
     doc

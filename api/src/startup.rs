@@ -19,78 +19,33 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{CorsSettings, Settings};
 use crate::edge::{EdgeLayer, REQUEST_ID};
-use crate::routes::{data, health};
+use crate::routes::{self, data};
+use crate::state::AppState;
 use crate::store::Store;
-use crate::web::{self, WebAssets};
-use crate::{db, error, openapi};
+use crate::{db, error, openapi, web};
 
-/// What every handler can reach. One shared allocation: axum clones the
-/// state for every request, and a single reference count keeps that cheap.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
+/// Where Swagger UI is served.
+const DOCS: &str = "/docs";
 
-/// The parts of [`AppState`].
-#[derive(Debug)]
-pub struct Shared {
-    /// The data store: a few connections serving requests in batches.
-    pub store: Store,
-    /// The configuration the service started with.
-    pub settings: Settings,
-    /// The built web client, when `web.dir` holds one.
-    pub web: Option<WebAssets>,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The state over a store connecting with `options`, loading the web
-    /// client from `web.dir`. Must be called inside a tokio runtime.
-    pub fn new(options: PgConnectOptions, settings: Settings) -> anyhow::Result<AppState> {
-        let web = WebAssets::load(&settings.web.dir)?;
-        if web.is_none() {
-            tracing::warn!(
-                dir = %settings.web.dir.display(),
-                "no web client in web.dir (build it with `cargo xtask web`): serving the API only"
-            );
-        }
-        let store = Store::start(options, settings.database.store());
-        Ok(AppState(Arc::new(Shared {
-            store,
-            settings,
-            web,
-        })))
-    }
-}
-
-/// The API's routes with their OpenAPI annotations.
-pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(data::create_data, data::list_data))
-        .routes(routes!(data::get_data))
-        .routes(routes!(health::health))
-        .routes(routes!(health::ready))
-}
+/// Where the OpenAPI document is served.
+const OPENAPI_JSON: &str = "/openapi.json";
 
 /// The complete application: API, documentation and middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, _) = api_routes().split_for_parts();
-    let docs = SwaggerUi::new("/docs").url("/openapi.json", openapi::document());
+    let (api, paths) = routes::api_routes().split_for_parts();
+    // Unknown paths under the API's own answer a JSON 404, never the page.
+    let mut api_prefixes = web::first_segments(&paths);
+    api_prefixes.extend([DOCS.to_owned(), OPENAPI_JSON.to_owned()]);
+    let fallback = web::Fallback::new(state.web.clone(), api_prefixes);
+    let docs = SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document_with(paths));
     let cors = cors_layer(&state.settings.cors);
     let timeout = state.settings.server.request_timeout();
     api.merge(docs)
-        .fallback(web::serve)
+        .fallback(move |request| fallback.clone().serve(request))
         .layer(DefaultBodyLimit::max(data::BODY_LIMIT))
         .with_state(state)
         .layer(

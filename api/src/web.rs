@@ -3,9 +3,10 @@
 //! the security headers of every page.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,11 +15,6 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
 
 use crate::error::{plain_problem, problem_response};
-use crate::startup::AppState;
-
-/// Path prefixes that belong to the API: unknown paths under them answer a
-/// JSON 404 instead of the app's page.
-const API_PREFIXES: &[&str] = &["/data", "/health", "/docs", "/openapi.json"];
 
 /// `Cache-Control` of pages: always revalidate, so a deploy shows at once.
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
@@ -100,20 +96,60 @@ fn is_hashed(name: &str) -> bool {
     })
 }
 
-/// Router fallback: the web client for pages and assets, a problem for
-/// unknown API paths.
-pub async fn serve(State(state): State<AppState>, mut request: Request) -> Response {
+/// The first segment of every path in `paths`: `/data/{id}` gives `/data`.
+pub fn first_segments(paths: &utoipa::openapi::OpenApi) -> Vec<String> {
+    let mut prefixes: Vec<String> = paths
+        .paths
+        .paths
+        .keys()
+        .filter_map(|path| path.split('/').nth(1))
+        .map(|segment| format!("/{segment}"))
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+}
+
+/// The router's fallback: the web client for pages and assets, a problem
+/// for unknown paths under the API's prefixes.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// The built client; without it every unknown path is a JSON 404.
+    assets: Option<Arc<WebAssets>>,
+    /// Path prefixes that belong to the API (`/data`): unknown paths under
+    /// them answer a JSON 404 instead of the app's page.
+    api_prefixes: Arc<[String]>,
+}
+
+impl Fallback {
+    /// The fallback over `assets`, leaving `api_prefixes` to the API.
+    pub fn new(assets: Option<Arc<WebAssets>>, api_prefixes: Vec<String>) -> Fallback {
+        Fallback {
+            assets,
+            api_prefixes: api_prefixes.into(),
+        }
+    }
+
+    /// Answers `request`.
+    pub async fn serve(self, request: Request) -> Response {
+        let path = request.uri().path();
+        let is_api = self.api_prefixes.iter().any(|prefix| {
+            path.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        match self.assets.as_deref().filter(|_| !is_api) {
+            Some(web) => serve(web, request).await,
+            None => problem_response(&plain_problem(
+                StatusCode::NOT_FOUND,
+                format!("No resource at {path}."),
+            )),
+        }
+    }
+}
+
+/// The web client's page or asset for `request`.
+async fn serve(web: &WebAssets, mut request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let is_api = API_PREFIXES.iter().any(|prefix| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    });
-    let Some(web) = state.web.as_ref().filter(|_| !is_api) else {
-        return problem_response(&plain_problem(
-            StatusCode::NOT_FOUND,
-            format!("No resource at {path}."),
-        ));
-    };
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = problem_response(&plain_problem(
             StatusCode::METHOD_NOT_ALLOWED,

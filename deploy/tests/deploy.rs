@@ -92,7 +92,7 @@ async fn serve(pool: PgPool) -> String {
         api::config::Settings::defaults_figment(),
     )
     .expect("test settings load");
-    let state = api::startup::AppState::new((*pool.connect_options()).clone(), settings)
+    let state = api::state::AppState::new((*pool.connect_options()).clone(), settings)
         .expect("state builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

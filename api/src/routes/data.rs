@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The body of `GET /data` ([`DataList`]) over borrowed records.
 #[derive(serde::Serialize)]

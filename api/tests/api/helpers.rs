@@ -3,7 +3,8 @@
 use std::sync::Once;
 
 use api::config::{Profile, Settings};
-use api::startup::{AppState, router};
+use api::startup::router;
+use api::state::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};

@@ -112,6 +112,25 @@ async fn hashed_assets_are_immutable_and_served_precompressed(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn every_documented_resource_keeps_its_unknown_paths_out_of_the_page(pool: PgPool) {
+    let app = app_with_web(pool, "prefixes");
+    let document = api::openapi::document();
+    let resources: std::collections::BTreeSet<&str> = document
+        .paths
+        .paths
+        .keys()
+        .filter_map(|path| path.split('/').nth(1))
+        .collect();
+    assert!(resources.contains("data") && resources.contains("health"));
+
+    for resource in resources {
+        let response = app.get(&format!("/{resource}/no/such/thing")).await;
+
+        response.assert_problem(StatusCode::NOT_FOUND);
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn client_routes_get_the_page_and_api_paths_keep_their_json_404(pool: PgPool) {
     let app = app_with_web(pool, "routes");
 
