@@ -4,8 +4,11 @@
 //! (`X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, unless
 //! the handler chose its own), and `Strict-Transport-Security` when the
 //! request reached the load balancer over HTTPS (its `X-Forwarded-Proto`,
-//! which the platform's nginx passes through); and one log line per request
-//! with method, path, status, latency and request id.
+//! which the platform's nginx passes through); a `request` span around
+//! everything inside, so each line logged while serving a request (a
+//! database error, a 503's cause) carries its method, path and request id;
+//! and one log line per request with method, path, status, latency and
+//! request id.
 //!
 //! One hand-written layer rather than tower-http's request-id and
 //! set-header layers plus a logging middleware: each layer's future embeds
@@ -20,6 +23,7 @@ use std::time::Instant;
 
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, header};
 use tower::{Layer, Service};
+use tracing::Span;
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -91,13 +95,24 @@ where
             .headers()
             .get(X_FORWARDED_PROTO)
             .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let span = tracing::info_span!(
+            target: "api::request",
+            "request",
+            method = method.as_str(),
+            path = uri.path(),
+            request_id = request_id.to_str().unwrap_or("-"),
+        );
+        let inner = span.in_scope(|| self.inner.call(request));
         EdgeFuture {
             started,
             over_https,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
+            method,
+            uri,
             request_id,
-            inner: self.inner.call(request),
+            span,
+            inner,
         }
     }
 }
@@ -120,6 +135,9 @@ pin_project_lite::pin_project! {
         method: Method,
         uri: Uri,
         request_id: HeaderValue,
+        // Entered while the inner service runs; the request line itself
+        // is written outside it, with the same fields of its own.
+        span: Span,
     }
 }
 
@@ -131,7 +149,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
+        let polled = this.span.in_scope(|| this.inner.poll(cx));
+        let mut response = ready!(polled)?;
         let headers = response.headers_mut();
         headers.insert(REQUEST_ID, this.request_id.clone());
         for (name, value) in SECURITY_HEADERS {
@@ -154,5 +173,58 @@ where
             "request"
         );
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::telemetry::json::capture::Buffer;
+    use crate::telemetry::json::{JsonFields, JsonLines};
+
+    #[tokio::test]
+    async fn lines_logged_while_serving_carry_the_request_and_the_request_line_is_written_once() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .with_writer(buffer.clone())
+            .finish();
+        let handler = tower::service_fn(|_request: Request<()>| async {
+            tracing::error!(code = "57P01", "the database went away");
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        let request = Request::post("/data?n=1")
+            .header(REQUEST_ID, "given-id")
+            .body(())
+            .expect("a valid request");
+
+        let _default = tracing::subscriber::set_default(subscriber);
+        EdgeLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("infallible");
+
+        let text = buffer.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "the database went away");
+        assert_eq!(lines[0]["request_id"], "given-id");
+        assert_eq!(lines[0]["method"], "POST");
+        assert_eq!(lines[0]["path"], "/data");
+        assert_eq!(lines[1]["message"], "request");
+        assert_eq!(lines[1]["request_id"], "given-id");
+        assert_eq!(lines[1]["status"], 200);
+        for line in text.lines() {
+            assert_eq!(line.matches("\"request_id\"").count(), 1, "{line}");
+        }
     }
 }

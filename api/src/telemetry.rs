@@ -1,7 +1,7 @@
 //! Logging setup: filters, the JSON line format, a writer thread. The
 //! one-line-per-request log is written by `edge`.
 
-mod json;
+pub(crate) mod json;
 
 use std::io::IsTerminal as _;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -47,7 +47,10 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
         .with_ansi(std::io::stdout().is_terminal());
     let installed = match settings.format {
         LogFormat::Pretty => builder.compact().try_init(),
-        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(json::JsonFields)
+            .event_format(json::JsonLines)
+            .try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("installing the logger failed: {error}"))?;
     Ok(LogGuard(guard))

@@ -12,8 +12,9 @@ use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// The JSON line format of `log.format = "json"`.
@@ -27,7 +28,7 @@ where
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -43,9 +44,48 @@ where
         };
         event.record(&mut fields);
         fields.result?;
+        // The fields of the spans the event happened in (the request's
+        // method, path and id), outermost first, as formatted by
+        // [`JsonFields`] when each span was created.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
+                    writer.write_str(fields)?;
+                }
+            }
+        }
         writer.write_str(",\"target\":")?;
         string(&mut writer, metadata.target())?;
         writer.write_str("}\n")
+    }
+}
+
+/// How span fields are kept for [`JsonLines`]: as `,"name":value` pairs,
+/// written once when the span is created and copied into every line
+/// logged inside it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonFields;
+
+impl<'writer> FormatFields<'writer> for JsonFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = Fields {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        self.format_fields(current.as_writer(), fields)
     }
 }
 
@@ -190,16 +230,23 @@ fn timestamp(writer: &mut Writer<'_>, time: std::time::SystemTime) -> fmt::Resul
     writer.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
 }
 
+/// Lines written by a test's subscriber, kept in memory.
 #[cfg(test)]
-mod tests {
+pub(crate) mod capture {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
 
-    use super::*;
-
+    /// Where a test's subscriber writes; clones share the bytes.
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Buffer {
+        /// Everything written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("UTF-8")
+        }
+    }
 
     impl std::io::Write for Buffer {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -222,6 +269,12 @@ mod tests {
             self.clone()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capture::Buffer;
+    use super::*;
 
     #[test]
     fn each_line_is_one_json_object_with_every_field_escaped() {
@@ -244,8 +297,7 @@ mod tests {
             );
         });
 
-        let text =
-            String::from_utf8(buffer.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        let text = buffer.text();
         assert!(
             text.ends_with('\n') && text.lines().count() == 1,
             "{text:?}"
@@ -264,6 +316,44 @@ mod tests {
         assert!(
             chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
             "{timestamp}"
+        );
+    }
+
+    #[test]
+    fn a_line_logged_inside_spans_carries_their_fields_once() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .with_writer(buffer.clone())
+            .finish();
+
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", method = "POST", path = "/data");
+            let _request = request.enter();
+            let batch = tracing::info_span!("batch", rows = 3_u64);
+            batch.in_scope(|| tracing::error!(code = "57014", "insert failed"));
+            tracing::info!("outside the batch");
+        });
+
+        let text = buffer.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "insert failed");
+        assert_eq!(lines[0]["code"], "57014");
+        assert_eq!(lines[0]["method"], "POST");
+        assert_eq!(lines[0]["path"], "/data");
+        assert_eq!(lines[0]["rows"], 3);
+        assert_eq!(lines[1]["method"], "POST");
+        assert!(lines[1].get("rows").is_none(), "{text}");
+        assert_eq!(
+            text.lines()
+                .next()
+                .map(|line| line.matches("\"method\"").count()),
+            Some(1)
         );
     }
 
