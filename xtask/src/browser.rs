@@ -147,7 +147,7 @@ fn journeys(engine: Engine, node_bin: &Path) -> anyhow::Result<Command> {
                 "geckodriver",
                 "geckodriver",
                 GECKODRIVER_VERSION,
-                true,
+                &["--locked"],
             )?;
             Ok(webdriver_journeys(
                 Command::new("node"),

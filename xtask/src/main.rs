@@ -186,7 +186,12 @@ fn test(engines: &[browser::Engine]) -> anyhow::Result<()> {
     lint::workflows()?;
     lint::infra()?;
     step("checking licenses, bans and sources of the dependencies (cargo deny)");
-    web::ensure_cargo_tool("cargo-deny", "cargo-deny", CARGO_DENY_VERSION, true)?;
+    web::ensure_cargo_tool(
+        "cargo-deny",
+        "cargo-deny",
+        CARGO_DENY_VERSION,
+        &["--locked"],
+    )?;
     run(cargo().args([
         "deny",
         "--log-level",

@@ -41,12 +41,21 @@ pub fn build(force: bool) -> anyhow::Result<()> {
 /// missing) on its `PATH`.
 pub fn trunk_command(args: &[&str]) -> anyhow::Result<Command> {
     crate::service::ensure_rust_target("wasm32-unknown-unknown")?;
-    let trunk = ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)?;
+    // Without its default features: no TLS stack (trunk never downloads
+    // here, and `trunk serve` proxies plain HTTP) and no update check.
+    let trunk = ensure_cargo_tool(
+        "trunk",
+        "trunk",
+        TRUNK_VERSION,
+        &["--locked", "--no-default-features"],
+    )?;
+    // Its own lockfile pins a crate version the registry no longer serves,
+    // so it installs without --locked.
     ensure_cargo_tool(
         "wasm-bindgen",
         "wasm-bindgen-cli",
         WASM_BINDGEN_VERSION,
-        false,
+        &[],
     )?;
     let node_bin = ensure_npm_packages()?;
     // trunk runs cargo offline: fetch first.
@@ -103,12 +112,12 @@ pub fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
 }
 
 /// Returns the path of `binary` at `version`, installing it with `cargo
-/// install` first when it is missing or another version.
+/// install … args` first when it is missing or another version.
 pub fn ensure_cargo_tool(
     binary: &str,
     krate: &str,
     version: &str,
-    locked: bool,
+    args: &[&str],
 ) -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -135,12 +144,8 @@ pub fn ensure_cargo_tool(
         // settings apply to this install only.
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
-    // wasm-bindgen-cli's own lockfile pins a crate version the registry no
-    // longer serves, so it installs without --locked.
-    if locked {
-        install.arg("--locked");
-    }
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
+        .args(args);
     run(&mut install)?;
     Ok(path)
 }
