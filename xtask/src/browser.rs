@@ -5,12 +5,13 @@
 //! from crates.io; no tool downloads one.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::postgres::Cluster;
-use crate::service::{ApiProcess, target_dir};
+use crate::service::{ApiProcess, Terminating, target_dir};
 use crate::{project_root, run, status, step, which};
 
 /// geckodriver, Firefox's WebDriver server, built from crates.io.
@@ -88,6 +89,15 @@ pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
     ));
     for (engine, mut command) in commands {
         step(&format!("the browser journeys in {}", engine.name()));
+        // MiniBrowser has no headless mode: it gets a virtual display,
+        // stopped when this engine's journeys end, passed or not.
+        let display = match engine {
+            Engine::Webkit => Some(VirtualDisplay::start()?),
+            _ => None,
+        };
+        if let Some(display) = &display {
+            command.env("DISPLAY", &display.name);
+        }
         run(command
             .current_dir(project_root())
             .env("BASE_URL", format!("http://127.0.0.1:{}", api.port))
@@ -122,19 +132,8 @@ fn journeys(engine: Engine, node_bin: &Path) -> anyhow::Result<Command> {
                 "WebKitGTK's MiniBrowser was not found (Debian/Ubuntu: it comes with `webkit2gtk-driver`); \
                  point MINIBROWSER_PATH at it",
             )?;
-            // MiniBrowser has no headless mode: it gets a virtual display.
-            let xvfb = which("xvfb-run").context(
-                "xvfb-run was not found: the WebKit journeys run MiniBrowser on a virtual display \
-                 (Debian/Ubuntu: `sudo apt-get install xvfb xauth`)",
-            )?;
-            let mut command = Command::new(xvfb);
-            command
-                .args([
-                    "--auto-servernum",
-                    "--server-args=-screen 0 1280x1024x24 -nolisten tcp",
-                ])
-                .arg("node");
-            Ok(webdriver_journeys(command, engine, &driver, &browser))
+            xvfb()?;
+            Ok(webdriver_journeys(engine, &driver, &browser))
         }
         Engine::Firefox => {
             let browser = find(
@@ -149,19 +148,15 @@ fn journeys(engine: Engine, node_bin: &Path) -> anyhow::Result<Command> {
                 GECKODRIVER_VERSION,
                 &["--locked"],
             )?;
-            Ok(webdriver_journeys(
-                Command::new("node"),
-                engine,
-                &driver,
-                &browser,
-            ))
+            Ok(webdriver_journeys(engine, &driver, &browser))
         }
     }
 }
 
-/// `node --test e2e/webdriver/journeys.test.js` (appended to `node`, which may be a wrapper)
-/// for `engine`, with its driver and browser.
-fn webdriver_journeys(mut node: Command, engine: Engine, driver: &Path, browser: &Path) -> Command {
+/// `node --test e2e/webdriver/journeys.test.js` for `engine`, with its
+/// driver and browser.
+fn webdriver_journeys(engine: Engine, driver: &Path, browser: &Path) -> Command {
+    let mut node = Command::new("node");
     node.args([
         "--test",
         "--test-reporter=spec",
@@ -185,5 +180,64 @@ fn find(variable: &str, candidates: &[&str], missing: &str) -> anyhow::Result<Pa
     {
         Some(path) => Ok(path),
         None => bail!("{missing}. The tests never download a browser."),
+    }
+}
+
+/// The X server MiniBrowser draws on.
+fn xvfb() -> anyhow::Result<PathBuf> {
+    which("Xvfb").context(
+        "Xvfb was not found: the WebKit journeys run MiniBrowser on a virtual display \
+         (Debian/Ubuntu: `sudo apt-get install xvfb`)",
+    )
+}
+
+/// An Xvfb display, stopped when dropped.
+struct VirtualDisplay {
+    /// The X server, SIGTERMed when dropped.
+    _server: Terminating,
+    /// Its `DISPLAY`, e.g. `:99`.
+    name: String,
+}
+
+impl VirtualDisplay {
+    /// Starts Xvfb on the first free display from :99 and waits until it
+    /// accepts connections.
+    fn start() -> anyhow::Result<VirtualDisplay> {
+        let socket = |number: u32| PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+        let number = (99..200)
+            .find(|&number| {
+                !socket(number).exists() && !Path::new(&format!("/tmp/.X{number}-lock")).exists()
+            })
+            .context("no free X display between :99 and :199")?;
+        let name = format!(":{number}");
+        let mut server = Terminating(
+            Command::new(xvfb()?)
+                .args([
+                    name.as_str(),
+                    "-screen",
+                    "0",
+                    "1280x1024x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting Xvfb")?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket(number).exists() {
+            if let Some(exit) = server.0.try_wait().context("waiting for Xvfb")? {
+                bail!("Xvfb exited ({exit}) before it opened display {name}");
+            }
+            if Instant::now() > deadline {
+                bail!("Xvfb did not open display {name} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(VirtualDisplay {
+            _server: server,
+            name,
+        })
     }
 }
