@@ -305,6 +305,59 @@ mod tests {
         assert_eq!(errors[0].field.chars().count(), MAX_ECHOED_NAME + 1);
     }
 
+    /// The document is written from `DataQuery`, the handler reads the raw
+    /// query with `parse_limit`: each parameter the document describes must
+    /// be one the handler reads, with the bounds and default it enforces.
+    #[test]
+    fn the_documented_query_parameters_are_the_ones_the_handler_parses() {
+        let document = serde_json::to_value(crate::openapi::document()).expect("serializes");
+        let parameters = document["paths"]["/data"]["get"]["parameters"]
+            .as_array()
+            .expect("GET /data documents its query parameters");
+        assert!(!parameters.is_empty(), "GET /data documents no parameter");
+        for parameter in parameters {
+            let name = parameter["name"].as_str().expect("a parameter has a name");
+            assert_eq!(parameter["in"], "query", "{name}");
+            let bound = |key: &str| {
+                parameter["schema"][key]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{name}: the document gives no integer {key}"))
+            };
+            let (minimum, maximum, default) =
+                (bound("minimum"), bound("maximum"), bound("default"));
+            let parsed = |value: u64| {
+                parse_limit(&format!("{name}={value}"))
+                    .map(|limit| u64::from(limit.get()))
+                    .ok()
+            };
+            assert_eq!(
+                parsed(minimum),
+                Some(minimum),
+                "{name}={minimum} (documented minimum)"
+            );
+            assert_eq!(
+                parsed(maximum),
+                Some(maximum),
+                "{name}={maximum} (documented maximum)"
+            );
+            assert_eq!(
+                parsed(minimum - 1),
+                None,
+                "{name} below the documented minimum"
+            );
+            assert_eq!(
+                parsed(maximum + 1),
+                None,
+                "{name} above the documented maximum"
+            );
+            assert_eq!(
+                parse_limit("").map(|limit| u64::from(limit.get())).ok(),
+                Some(default),
+                "{name} absent: the documented default"
+            );
+        }
+    }
+
     #[test]
     fn the_limit_defaults_and_ignores_other_parameters() {
         assert_eq!(parse_limit("").map(ListLimit::get).ok(), Some(10));
