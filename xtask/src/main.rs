@@ -49,10 +49,20 @@ enum Task {
     /// Run every test: Rust tests, the browser journeys in Chromium,
     /// WebKit and Firefox, the scenarios, the rehearsal and the linters.
     /// Without DATABASE_URL, starts a throwaway PostgreSQL.
+    ///
+    /// Arguments after `--` go to `cargo test`, e.g. `cargo xtask test
+    /// --only rust -- store` runs the Rust tests whose names contain
+    /// `store`.
     Test {
         /// The engines the browser journeys run in.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = browser::Engine::ALL.to_vec())]
         browsers: Vec<browser::Engine>,
+        /// Run only these parts of the suite (all when not given).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<Part>,
+        /// Arguments for `cargo test`.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
     },
     /// Run only the browser journeys (on a throwaway PostgreSQL).
     Browsers {
@@ -114,7 +124,11 @@ impl Task {
         match self {
             Task::Run => run_app(),
             Task::Dev => dev::run_dev(),
-            Task::Test { browsers } => test(&browsers),
+            Task::Test {
+                browsers,
+                only,
+                cargo_test_args,
+            } => test(&browsers, &only, &cargo_test_args),
             Task::Browsers { browsers } => browsers_only(&browsers),
             Task::Web { force } => web::build(force),
             Task::Reliability => reliability::run(),
@@ -154,54 +168,142 @@ fn browsers_only(engines: &[browser::Engine]) -> anyhow::Result<()> {
     browser::test(&cluster, engines)
 }
 
-fn test(engines: &[browser::Engine]) -> anyhow::Result<()> {
-    // An own throwaway cluster serves the tests unless DATABASE_URL names
-    // another server; the .sqlx/ check always uses an own one.
-    let given_url = std::env::var("DATABASE_URL").ok();
-    let certificates = tls::make()?;
-    let cluster = Cluster::throwaway_with("test", Some(&certificates))?;
-    let database_url = given_url.unwrap_or_else(|| cluster.url("postgres"));
-    let moto = contract::Moto::start()?;
-    step("checking that .sqlx/ matches the queries");
-    sqlx_data::check(&cluster)?;
-    web::build(false)?;
-    step("running the workspace's tests");
-    // The RDS and deploy tests talk to moto, never to AWS.
-    run(moto.aim(
-        cargo()
-            .args(["test", "--workspace", "--locked"])
-            .env("DATABASE_URL", &database_url)
-            // The TLS tests: a server certificate for `localhost` from this CA.
-            .env("TEST_TLS_CA", &certificates.ca)
-            .env("TEST_TLS_OTHER_CA", &certificates.other_ca),
-    ))?;
-    drop(moto);
-    browser::test(&cluster, engines)?;
-    step("fuzzing the running service from openapi.json (schemathesis)");
-    contract::fuzz(&cluster)?;
-    reliability::run()?;
-    rehearse::run_rehearsal()?;
-    deploy::dry_run_against_moto()?;
-    step("linting the workflows (actionlint, zizmor), infra/ (cfn-lint) and buildspec.yml");
-    lint::workflows()?;
-    lint::infra()?;
-    step("checking licenses, bans and sources of the dependencies (cargo deny)");
-    web::ensure_cargo_tool(
-        "cargo-deny",
-        "cargo-deny",
-        CARGO_DENY_VERSION,
-        &["--locked"],
-    )?;
-    run(cargo().args([
-        "deny",
-        "--log-level",
-        "error",
-        "check",
-        "licenses",
-        "bans",
-        "sources",
-    ]))?;
+/// A part of `cargo xtask test`, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// `.sqlx/` matches the queries.
+    Sqlx,
+    /// The workspace's Rust tests (`cargo test`), RDS and deploy against moto.
+    Rust,
+    /// The user journeys in the browsers `--browsers` names.
+    Browsers,
+    /// schemathesis against the running service, from `openapi.json`.
+    Contract,
+    /// PostgreSQL stopped under write load; SIGTERM under write load.
+    Reliability,
+    /// The Elastic Beanstalk rehearsal behind real nginx.
+    Rehearsal,
+    /// The deploy program's dry run against moto.
+    Deploy,
+    /// actionlint, zizmor, cfn-lint.
+    Lint,
+    /// cargo deny: licenses, bans, sources.
+    Deny,
+}
+
+impl Part {
+    /// The whole suite.
+    const ALL: &[Part] = &[
+        Part::Sqlx,
+        Part::Rust,
+        Part::Browsers,
+        Part::Contract,
+        Part::Reliability,
+        Part::Rehearsal,
+        Part::Deploy,
+        Part::Lint,
+        Part::Deny,
+    ];
+}
+
+fn test(
+    engines: &[browser::Engine],
+    only: &[Part],
+    cargo_test_args: &[String],
+) -> anyhow::Result<()> {
+    let parts = if only.is_empty() { Part::ALL } else { only };
+    let runs = |part: Part| parts.contains(&part);
+    if !cargo_test_args.is_empty() && !runs(Part::Rust) {
+        bail!("arguments after `--` go to `cargo test`, which `--only` leaves out: add `rust`");
+    }
+    // One throwaway cluster, started when the first part that needs it
+    // runs; the Rust tests use DATABASE_URL instead when it is given.
+    let mut database = None;
+    if runs(Part::Sqlx) {
+        step("checking that .sqlx/ matches the queries");
+        sqlx_data::check(&started(&mut database)?.0)?;
+    }
+    if !parts
+        .iter()
+        .all(|part| matches!(part, Part::Sqlx | Part::Lint | Part::Deny))
+    {
+        web::build(false)?;
+    }
+    if runs(Part::Rust) {
+        let (cluster, certificates) = started(&mut database)?;
+        let database_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| cluster.url("postgres"));
+        let moto = contract::Moto::start()?;
+        step("running the workspace's tests");
+        // The RDS and deploy tests talk to moto, never to AWS.
+        run(moto.aim(
+            cargo()
+                .args(["test", "--workspace", "--locked"])
+                .args(cargo_test_args)
+                .env("DATABASE_URL", &database_url)
+                // The TLS tests: a server certificate for `localhost` from this CA.
+                .env("TEST_TLS_CA", &certificates.ca)
+                .env("TEST_TLS_OTHER_CA", &certificates.other_ca),
+        ))?;
+    }
+    if runs(Part::Browsers) {
+        browser::test(&started(&mut database)?.0, engines)?;
+    }
+    if runs(Part::Contract) {
+        step("fuzzing the running service from openapi.json (schemathesis)");
+        contract::fuzz(&started(&mut database)?.0)?;
+    }
+    if runs(Part::Reliability) {
+        reliability::run()?;
+    }
+    if runs(Part::Rehearsal) {
+        rehearse::run_rehearsal()?;
+    }
+    if runs(Part::Deploy) {
+        deploy::dry_run_against_moto()?;
+    }
+    if runs(Part::Lint) {
+        step("linting the workflows (actionlint, zizmor), infra/ (cfn-lint) and buildspec.yml");
+        lint::workflows()?;
+        lint::infra()?;
+    }
+    if runs(Part::Deny) {
+        step("checking licenses, bans and sources of the dependencies (cargo deny)");
+        web::ensure_cargo_tool(
+            "cargo-deny",
+            "cargo-deny",
+            CARGO_DENY_VERSION,
+            &["--locked"],
+        )?;
+        run(cargo().args([
+            "deny",
+            "--log-level",
+            "error",
+            "check",
+            "licenses",
+            "bans",
+            "sources",
+        ]))?;
+    }
     Ok(())
+}
+
+/// The test suite's throwaway cluster, which accepts TLS with a certificate
+/// from the test CA; started on first use.
+fn started(
+    database: &mut Option<(Cluster, tls::TestCertificates)>,
+) -> anyhow::Result<&(Cluster, tls::TestCertificates)> {
+    let running = match database.take() {
+        Some(running) => running,
+        None => {
+            let certificates = tls::make()?;
+            (
+                Cluster::throwaway_with("test", Some(&certificates))?,
+                certificates,
+            )
+        }
+    };
+    Ok(database.insert(running))
 }
 
 fn openapi() -> anyhow::Result<()> {
