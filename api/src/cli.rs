@@ -1,4 +1,5 @@
-//! The `api` command line: `serve` (the default), `migrate` and `openapi`.
+//! The `api` command line: `serve` (the default), `migrate`, `openapi` and
+//! `db provision`, `db status` and `db bootstrap`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};

@@ -14,7 +14,7 @@
 //! set-header layers plus a logging middleware: each layer's future embeds
 //! the next, every request builds and moves them all, and on this
 //! service's cheapest request (`GET /health`) that stack cost about as
-//! much as the bare request itself (callgrind, README Performance).
+//! much as the bare request itself (callgrind, docs/performance.md).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,5 +1,6 @@
 //! `deploy`: ships the Elastic Beanstalk bundle. See the crate docs and the
-//! README's "Deploy" section.
+//! README's "Deploy from a terminal" and "Delivery: from a commit to a healthy
+//! environment" sections.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
