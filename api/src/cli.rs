@@ -53,10 +53,12 @@ enum DbCommand {
     /// it from inside the VPC (an Elastic Beanstalk leader-only container
     /// command).
     Bootstrap,
-    /// Report on the RDS instance without changing anything; exits non-zero
-    /// when it does not exist.
+    /// Report on the RDS instance without changing anything. Without
+    /// `--json`, a missing instance is an error; with it, a report saying
+    /// `"exists": false`.
     Status {
-        /// Print the result as JSON on stdout.
+        /// Print the result as JSON on stdout: `exists`, and `instance` when
+        /// it does.
         #[arg(long)]
         json: bool,
     },
@@ -127,23 +129,37 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
     };
     let config = rds::sdk_config(&settings.rds).await?;
     let client = aws_sdk_rds::Client::new(&config);
-    let report = if matches!(command, DbCommand::Provision { .. }) {
+    if matches!(command, DbCommand::Provision { .. }) {
         let mut progress = Progress::new();
         let report = rds::provision(&client, &settings.rds, &mut |status, elapsed| {
             progress.status(status, elapsed)
         })
         .await;
         progress.finish();
-        report?
-    } else {
-        let id = settings
-            .rds
-            .instance_id
-            .as_deref()
-            .ok_or(rds::RdsError::NoInstanceId)?;
-        rds::InstanceReport::of(&rds::existing(&client, id).await?, false)
-    };
-    print_report(&report, json)
+        return print_report(&report?, json);
+    }
+    let id = settings
+        .rds
+        .instance_id
+        .as_deref()
+        .ok_or(rds::RdsError::NoInstanceId)?;
+    let instance = rds::describe(&client, id)
+        .await?
+        .map(|instance| rds::report(&instance, false));
+    if json {
+        // A missing instance is a report (`"exists": false`), not a failure.
+        let report = rds::StatusReport::new(id, &rds::region_name(&client), instance);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    match instance {
+        Some(report) => print_report(&report, false),
+        None => Err(rds::RdsError::NotFound {
+            id: id.to_owned(),
+            region: rds::region_name(&client),
+        }
+        .into()),
+    }
 }
 
 /// Prints an instance report for people, or as JSON for pipelines.

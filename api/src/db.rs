@@ -113,7 +113,7 @@ async fn describe_target(
 ) -> anyhow::Result<(aws_config::SdkConfig, InstanceReport, Endpoint)> {
     let config = rds::sdk_config(&settings.rds).await?;
     let instance = rds::existing(&aws_sdk_rds::Client::new(&config), id).await?;
-    let report = InstanceReport::of(&instance, false);
+    let report = rds::report(&instance, false);
     let endpoint = report
         .endpoint
         .clone()

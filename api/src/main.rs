@@ -10,12 +10,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            // `api db status`: 3 says "no such instance", so that scripts
-            // can tell it from a failure to look.
-            match error.downcast_ref::<api::rds::RdsError>() {
-                Some(api::rds::RdsError::NotFound { .. }) => ExitCode::from(3),
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::FAILURE
         }
     }
 }

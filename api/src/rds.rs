@@ -8,7 +8,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::Client;
 use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::{DbInstance, Tag};
-use serde::Serialize;
+
+pub use domain::db_report::{Endpoint, InstanceReport, StatusReport};
 
 use crate::config::RdsSettings;
 
@@ -140,95 +141,35 @@ pub async fn sdk_config(settings: &RdsSettings) -> Result<SdkConfig, RdsError> {
     Ok(config)
 }
 
-/// The instance as reported by `provision` and `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceReport {
-    /// DB instance identifier.
-    pub instance_id: String,
-    /// RDS status, e.g. `available`.
-    pub status: String,
-    /// Where to connect, once RDS has assigned it.
-    pub endpoint: Option<Endpoint>,
-    /// The database in the instance.
-    pub db_name: Option<String>,
-    /// True only when this run created the instance.
-    pub created: bool,
-    /// Engine version.
-    pub engine_version: Option<String>,
-    /// IAM database authentication is on.
-    pub iam_auth: bool,
-    /// Reachable from the internet (must be false).
-    pub publicly_accessible: bool,
-    /// Storage is encrypted.
-    pub storage_encrypted: bool,
-    /// ARN of the master password secret that RDS manages.
-    pub master_secret_arn: Option<String>,
-}
-
-/// Host and port of an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Endpoint {
-    /// DNS name.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// Parses `host:port` (or a bare host, on PostgreSQL's port 5432).
-    pub fn parse(text: &str) -> Result<Endpoint, &'static str> {
-        let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse::<u16>()
-                    .ok()
-                    .filter(|&port| port != 0)
-                    .ok_or("has a port that is not a number from 1 to 65535")?,
-            ),
-            None => (text, 5432),
-        };
-        let plain = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
-        if host.is_empty() || !host.chars().all(plain) {
-            return Err("is not a host name");
-        }
-        Ok(Endpoint {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl InstanceReport {
-    /// Describes `instance`.
-    pub fn of(instance: &DbInstance, created: bool) -> InstanceReport {
-        InstanceReport {
-            instance_id: instance
-                .db_instance_identifier()
-                .unwrap_or_default()
-                .to_owned(),
-            status: instance
-                .db_instance_status()
-                .unwrap_or("unknown")
-                .to_owned(),
-            endpoint: instance.endpoint().and_then(|endpoint| {
-                Some(Endpoint {
-                    host: endpoint.address()?.to_owned(),
-                    port: u16::try_from(endpoint.port()?).ok()?,
-                })
-            }),
-            db_name: instance.db_name().map(str::to_owned),
-            created,
-            engine_version: instance.engine_version().map(str::to_owned),
-            iam_auth: instance
-                .iam_database_authentication_enabled()
-                .unwrap_or(false),
-            publicly_accessible: instance.publicly_accessible().unwrap_or(false),
-            storage_encrypted: instance.storage_encrypted().unwrap_or(false),
-            master_secret_arn: instance
-                .master_user_secret()
-                .and_then(|secret| secret.secret_arn())
-                .map(str::to_owned),
-        }
+/// The report on `instance`; `created` when this run created it.
+pub fn report(instance: &DbInstance, created: bool) -> InstanceReport {
+    InstanceReport {
+        instance_id: instance
+            .db_instance_identifier()
+            .unwrap_or_default()
+            .to_owned(),
+        status: instance
+            .db_instance_status()
+            .unwrap_or("unknown")
+            .to_owned(),
+        endpoint: instance.endpoint().and_then(|endpoint| {
+            Some(Endpoint {
+                host: endpoint.address()?.to_owned(),
+                port: u16::try_from(endpoint.port()?).ok()?,
+            })
+        }),
+        db_name: instance.db_name().map(str::to_owned),
+        created,
+        engine_version: instance.engine_version().map(str::to_owned),
+        iam_auth: instance
+            .iam_database_authentication_enabled()
+            .unwrap_or(false),
+        publicly_accessible: instance.publicly_accessible().unwrap_or(false),
+        storage_encrypted: instance.storage_encrypted().unwrap_or(false),
+        master_secret_arn: instance
+            .master_user_secret()
+            .and_then(|secret| secret.secret_arn())
+            .map(str::to_owned),
     }
 }
 
@@ -258,11 +199,16 @@ pub async fn existing(client: &Client, id: &str) -> Result<DbInstance, RdsError>
         .await?
         .ok_or_else(|| RdsError::NotFound {
             id: id.to_owned(),
-            region: client
-                .config()
-                .region()
-                .map_or_else(|| "the configured region".to_owned(), ToString::to_string),
+            region: region_name(client),
         })
+}
+
+/// The region `client` asks, for messages and reports.
+pub fn region_name(client: &Client) -> String {
+    client
+        .config()
+        .region()
+        .map_or_else(|| "the configured region".to_owned(), ToString::to_string)
 }
 
 /// Whether `status` is one that will not become `available` on its own.
@@ -383,13 +329,13 @@ pub async fn provision(
         .ok_or(RdsError::NoInstanceId)?;
     if let Some(instance) = describe(client, id).await? {
         check_state(&instance)?;
-        return Ok(InstanceReport::of(&instance, false));
+        return Ok(report(&instance, false));
     }
     create(client, id, settings).await?;
     let timeout = Duration::from_secs(settings.wait_timeout_secs);
     let poll = Duration::from_secs(settings.poll_interval_secs);
     let instance = wait_available(client, id, timeout, poll, progress).await?;
-    Ok(InstanceReport::of(&instance, true))
+    Ok(report(&instance, true))
 }
 
 /// An IAM authentication token for `user` at `endpoint` (valid 15 minutes).
@@ -409,30 +355,4 @@ pub async fn auth_token(
         .await
         .map_err(|error| RdsError::Token(error.to_string()))?;
     Ok(token.as_str().to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_endpoint_is_a_host_with_an_optional_port() {
-        let endpoint = Endpoint::parse("db.example.com:6543").expect("valid");
-        assert_eq!(
-            (endpoint.host.as_str(), endpoint.port),
-            ("db.example.com", 6543)
-        );
-        assert_eq!(Endpoint::parse("db").expect("valid").port, 5432);
-        for text in [
-            "",
-            ":5432",
-            "db:",
-            "db:0",
-            "db:99999",
-            "db/x:1",
-            "user@db:1",
-        ] {
-            assert!(Endpoint::parse(text).is_err(), "{text:?}");
-        }
-    }
 }

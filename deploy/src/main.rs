@@ -122,8 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match deploy::provision::status(&cli.api)? {
                 Some(report) => println!(
                     "would use database {} ({})",
-                    report["instance_id"].as_str().unwrap_or("?"),
-                    report["status"].as_str().unwrap_or("?")
+                    report.instance_id, report.status
                 ),
                 None => println!("would create the database (api db provision)"),
             }
@@ -148,8 +147,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let report = deploy::provision::provision(&cli.api, &deployer.progress)?;
         // A new environment's instances find the database without asking
         // the RDS API at start (which may be slow, throttled or down).
-        if let Some(endpoint) = deploy::provision::endpoint(&report) {
-            new_environment.default_property("APP_RDS__ENDPOINT", &endpoint);
+        if let Some(endpoint) = &report.endpoint {
+            new_environment.default_property("APP_RDS__ENDPOINT", &endpoint.to_string());
         }
     }
     let deployed = deployer

@@ -2,7 +2,11 @@
 //!
 //! It holds the wire types of the `/data` endpoints and the one definition of
 //! what a valid entry and a valid list size are, so the browser checks input
-//! with exactly the rules the server enforces.
+//! with exactly the rules the server enforces. [`db_report`] types the
+//! reports of `api db provision/status --json` for the programs that read
+//! them.
+
+pub mod db_report;
 
 use std::fmt;
 

@@ -302,11 +302,24 @@ async fn status_reports_an_instance_and_names_a_missing_one() {
 
     let present = api_db(&["status", "--json"], &id).await;
     let missing = api_db(&["status"], "notes-does-not-exist").await;
+    let missing_json = api_db(&["status", "--json"], "notes-does-not-exist").await;
 
     assert!(present.status.success());
     let report: Value = serde_json::from_slice(&present.stdout).expect("JSON");
-    assert_eq!(report["created"], false);
-    assert_eq!(report["iam_auth"], true);
+    assert_eq!(report["exists"], true);
+    assert_eq!(report["instance"]["instance_id"], id.as_str());
+    assert_eq!(report["instance"]["created"], false);
+    assert_eq!(report["instance"]["iam_auth"], true);
+    // In JSON a missing instance is a report, not a failure to look.
+    assert!(
+        missing_json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&missing_json.stderr)
+    );
+    let report: Value = serde_json::from_slice(&missing_json.stdout).expect("JSON");
+    assert_eq!(report["exists"], false, "{report}");
+    assert_eq!(report["instance_id"], "notes-does-not-exist");
+    assert_eq!(report["instance"], Value::Null);
     assert!(!missing.status.success(), "a missing instance is an error");
     let message = String::from_utf8_lossy(&missing.stderr);
     assert!(

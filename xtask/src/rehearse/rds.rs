@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+use domain::db_report::{Endpoint, InstanceReport};
 
 use super::network::{NetHost, Vpc};
 use crate::contract::{Moto, tools_python};
@@ -78,22 +78,20 @@ impl Rds {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let report: Value = serde_json::from_slice(&output.stdout)
-            .context("api db provision --json printed no JSON report")?;
-        let endpoint = report["endpoint"]["host"]
-            .as_str()
-            .context("the report has no endpoint")?
-            .to_owned();
-        let port = report["endpoint"]["port"].as_u64().unwrap_or(5432);
+        let report: InstanceReport = serde_json::from_slice(&output.stdout)
+            .context("api db provision --json printed no instance report")?;
+        let Endpoint {
+            host: endpoint,
+            port,
+        } = report.endpoint.context("the report has no endpoint")?;
         anyhow::ensure!(port == 5432, "the endpoint's port is {port}, not 5432");
-        let secret_arn = report["master_secret_arn"]
-            .as_str()
-            .context("the instance has no RDS-managed master secret")?
-            .to_owned();
-        let database = report["db_name"].as_str().unwrap_or(DB_NAME).to_owned();
+        let secret_arn = report
+            .master_secret_arn
+            .context("the instance has no RDS-managed master secret")?;
+        let database = report.db_name.unwrap_or_else(|| DB_NAME.to_owned());
         status(&format!(
             "RDS API: {INSTANCE_ID} {} at {endpoint}:{port}, master secret {secret_arn}",
-            report["status"].as_str().unwrap_or("?")
+            report.status
         ));
 
         let master = "notes_admin";
