@@ -119,14 +119,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let mut transaction = connection.begin().await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
-            .bind(role)
+            .bind(role.as_str())
             .fetch_one(&mut *transaction)
             .await?;
-    // `role` is checked to be a plain identifier when the settings load, so
-    // quoting it is enough.
+    // Names cannot be parameters in these statements: the role's type
+    // quotes it (and admits only plain names in the first place).
+    let quoted = role.quoted();
     if !exists {
         transaction
-            .execute(format!("CREATE ROLE \"{role}\" LOGIN").as_str())
+            .execute(format!("CREATE ROLE {quoted} LOGIN").as_str())
             .await
             .with_context(|| format!("creating role {role}"))?;
     }
@@ -136,7 +137,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
             .await?;
     if has_rds_iam {
         transaction
-            .execute(format!("GRANT rds_iam TO \"{role}\"").as_str())
+            .execute(format!("GRANT rds_iam TO {quoted}").as_str())
             .await
             .with_context(|| format!("granting rds_iam to {role}"))?;
     }
@@ -147,11 +148,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     // ROLE` to it, which RDS's master (not a superuser) lacks: PostgreSQL 15
     // answers "must be member of role", 16 "must be able to SET ROLE".
     transaction
-        .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{role}\"").as_str())
+        .execute(format!("CREATE SCHEMA IF NOT EXISTS {quoted}").as_str())
         .await
         .with_context(|| format!("creating schema {role}"))?;
     transaction
-        .execute(format!("GRANT USAGE, CREATE ON SCHEMA \"{role}\" TO \"{role}\"").as_str())
+        .execute(format!("GRANT USAGE, CREATE ON SCHEMA {quoted} TO {quoted}").as_str())
         .await
         .with_context(|| format!("granting USAGE and CREATE on schema {role} to {role}"))?;
     transaction.commit().await?;

@@ -15,6 +15,9 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod values;
+pub use values::{Count, Origin, Seconds, SqlIdentifier};
+
 /// The configuration compiled into the binary (the lowest layer).
 const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
@@ -51,12 +54,12 @@ pub struct ServerSettings {
     /// Port to listen on; `PORT` (set by Elastic Beanstalk) also sets it.
     pub port: u16,
     /// Longest a request may take, body upload included, before a 408.
-    pub request_timeout_secs: u64,
+    pub request_timeout_secs: Seconds,
     /// Longest a client may take to send a request's headers, and so also
     /// longest a kept-alive connection may sit idle; then the connection is
     /// closed. Without it a client sending a byte a second holds a
     /// connection (and its memory) for as long as it likes.
-    pub header_read_timeout_secs: u64,
+    pub header_read_timeout_secs: Seconds,
     /// After SIGTERM or Ctrl-C, how long in-flight requests may run on.
     pub shutdown_grace_secs: u64,
 }
@@ -73,20 +76,20 @@ pub struct DatabaseSettings {
     /// on start). Across the fleet, instances × this (a rolling deploy's
     /// extra batch included) must stay below the server's
     /// `max_connections`, with room left for administration.
-    pub max_connections: u32,
+    pub max_connections: Count,
     /// Longest a request waits for a task to take it, and a task for a
     /// connection, before answering 503; keeps requests from hanging while
     /// the database is unreachable.
-    pub acquire_timeout_secs: u64,
+    pub acquire_timeout_secs: Seconds,
     /// `statement_timeout` of every connection: the server cancels a
     /// statement that runs longer (then 503). Below the request timeout.
-    pub statement_timeout_secs: u64,
+    pub statement_timeout_secs: Seconds,
     /// `lock_timeout` of every connection: the server gives up waiting for
     /// a lock after this long (then 503). At most the statement timeout.
-    pub lock_timeout_secs: u64,
+    pub lock_timeout_secs: Seconds,
     /// Requests that may wait for a connection at once; more answer 503 at
     /// once.
-    pub queue_capacity: usize,
+    pub queue_capacity: Count,
     /// Whether `serve` applies pending migrations before listening.
     pub migrate_on_start: bool,
     /// How the service authenticates when it finds the database through
@@ -145,7 +148,7 @@ pub struct RdsSettings {
     /// Master user; its password is created and kept by RDS in Secrets Manager.
     pub master_username: String,
     /// Database user the service logs in as with IAM tokens.
-    pub app_user: String,
+    pub app_user: SqlIdentifier,
     /// Longest `api db provision` waits for `available`.
     pub wait_timeout_secs: u64,
     /// Seconds between status checks while waiting.
@@ -168,7 +171,7 @@ pub struct LogSettings {
 pub struct CorsSettings {
     /// Origins allowed to call the API from a browser, e.g.
     /// `["https://example.com"]`. Empty (the default) turns CORS off.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<Origin>,
 }
 
 /// `web.*` keys.
@@ -295,7 +298,15 @@ impl Settings {
             let lines: Vec<String> = errors
                 .into_iter()
                 .map(|error| {
-                    let key = error.path.join(".");
+                    // A list element's index is left out: the key is what
+                    // a person sets (the message quotes the element).
+                    let key = error
+                        .path
+                        .iter()
+                        .filter(|part| !part.bytes().all(|byte| byte.is_ascii_digit()))
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(".");
                     let source = error.metadata.as_ref().map_or_else(
                         || "unknown source".to_owned(),
                         |meta| describe_source(meta, &key),
@@ -311,6 +322,9 @@ impl Settings {
                         )
                     } else if key.is_empty() {
                         format!("{} (set in {source})", error.kind)
+                    } else if let figment::error::Kind::Message(rule) = &error.kind {
+                        // A value type's own rule, such as "must be at least 1".
+                        format!("{key} {rule} (set in {source})")
                     } else {
                         format!("{key}: {} (set in {source})", error.kind)
                     }
@@ -323,7 +337,7 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Range checks that types alone cannot express.
+    /// Rules between keys, which no one key's type can carry.
     fn check(&self, figment: &Figment) -> Result<(), ConfigError> {
         let refuse = |key: &str, rule: &str| {
             let source = figment.find_metadata(key).map_or_else(
@@ -333,60 +347,16 @@ impl Settings {
             Err(ConfigError(format!("{key} {rule} (set in {source})")))
         };
         let database = &self.database;
-        if database.max_connections == 0 {
-            return refuse("database.max_connections", "must be at least 1");
-        }
-        if database.acquire_timeout_secs == 0 {
-            return refuse("database.acquire_timeout_secs", "must be at least 1");
-        }
-        for origin in &self.cors.allowed_origins {
-            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin.ends_with('/')
-                && origin.bytes().all(|byte| byte.is_ascii_graphic());
-            if !valid {
-                return refuse(
-                    "cors.allowed_origins",
-                    &format!(
-                        "holds {origin:?}: each must be an origin like \"https://example.com\" (no wildcard, no path)"
-                    ),
-                );
-            }
-        }
-        let plain = |name: &str| {
-            name.chars()
-                .next()
-                .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                && name.len() <= 63
-        };
-        if !plain(&self.rds.app_user) {
-            return refuse(
-                "rds.app_user",
-                "must be a plain lowercase identifier (letters, digits, _)",
-            );
-        }
-        if self.server.request_timeout_secs == 0 {
-            return refuse("server.request_timeout_secs", "must be at least 1");
-        }
-        if self.server.header_read_timeout_secs == 0 {
-            return refuse("server.header_read_timeout_secs", "must be at least 1");
-        }
-        if database.statement_timeout_secs == 0
-            || database.statement_timeout_secs >= self.server.request_timeout_secs
-        {
+        if database.statement_timeout_secs >= self.server.request_timeout_secs {
             return refuse(
                 "database.statement_timeout_secs",
-                "must be at least 1 and below server.request_timeout_secs",
+                "must be below server.request_timeout_secs",
             );
         }
-        if database.lock_timeout_secs == 0
-            || database.lock_timeout_secs > database.statement_timeout_secs
-        {
+        if database.lock_timeout_secs > database.statement_timeout_secs {
             return refuse(
                 "database.lock_timeout_secs",
-                "must be at least 1 and at most database.statement_timeout_secs",
+                "must be at most database.statement_timeout_secs",
             );
         }
         if i64::from(self.rds.max_storage_gib) * 10 < i64::from(self.rds.storage_gib) * 11 {
@@ -394,9 +364,6 @@ impl Settings {
                 "rds.max_storage_gib",
                 "must be at least 10 % above rds.storage_gib (RDS's rule for storage autoscaling)",
             );
-        }
-        if database.queue_capacity == 0 {
-            return refuse("database.queue_capacity", "must be at least 1");
         }
         Ok(())
     }
@@ -432,12 +399,12 @@ fn describe_source(meta: &figment::Metadata, key: &str) -> String {
 impl ServerSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
+        self.request_timeout_secs.get()
     }
 
     /// The header read timeout as a duration.
     pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_read_timeout_secs)
+        self.header_read_timeout_secs.get()
     }
 
     /// The shutdown grace period as a duration.
@@ -449,17 +416,17 @@ impl ServerSettings {
 impl DatabaseSettings {
     /// The connection acquire timeout as a duration.
     pub fn acquire_timeout(&self) -> Duration {
-        Duration::from_secs(self.acquire_timeout_secs)
+        self.acquire_timeout_secs.get()
     }
 
     /// What the data store is started with.
     pub fn store(&self) -> crate::store::StoreSettings {
         crate::store::StoreSettings {
-            connections: self.max_connections as usize,
+            connections: self.max_connections.get(),
             acquire_timeout: self.acquire_timeout(),
-            statement_timeout: Duration::from_secs(self.statement_timeout_secs),
-            lock_timeout: Duration::from_secs(self.lock_timeout_secs),
-            queue_capacity: self.queue_capacity,
+            statement_timeout: self.statement_timeout_secs.get(),
+            lock_timeout: self.lock_timeout_secs.get(),
+            queue_capacity: self.queue_capacity.get(),
         }
     }
 }
@@ -609,6 +576,10 @@ mod tests {
                 jail.set_env("APP_CORS__ALLOWED_ORIGINS", origins);
                 let message = load_in(jail, Profile::Local).unwrap_err().to_string();
                 assert!(message.contains("cors.allowed_origins"), "{message}");
+                assert!(
+                    message.contains("(set in environment variable APP_CORS__ALLOWED_ORIGINS)"),
+                    "the variable a person sets, not an element's index: {message}"
+                );
                 Ok(())
             });
         }

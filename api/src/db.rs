@@ -195,7 +195,7 @@ pub async fn connection(settings: &Settings) -> anyhow::Result<Connection> {
         (options, None)
     } else if let Some(id) = &settings.rds.instance_id {
         let (config, endpoint, options) = serving_target(settings, id).await?;
-        let user = settings.rds.app_user.clone();
+        let user = settings.rds.app_user.as_str().to_owned();
         let base = options.username(&user);
         match database.auth {
             DatabaseAuth::Iam => {

@@ -70,7 +70,7 @@ fn cors_layer(settings: &CorsSettings) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = settings
         .allowed_origins
         .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .map(|origin| origin.header_value().clone())
         .collect();
     Some(
         CorsLayer::new()

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use api::config::{DatabaseAuth, Profile, Settings};
+use api::config::{DatabaseAuth, Profile, Settings, SqlIdentifier};
 use api::rds::{self, RdsError};
 use aws_sdk_rds::Client;
 use aws_sdk_rds::error::ErrorMetadata;
@@ -468,7 +468,7 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
     settings.database.url = Some(secrecy::SecretString::from(format!(
         "postgres://{master}@{host}/{database}"
     )));
-    settings.rds.app_user = role.clone();
+    settings.rds.app_user = SqlIdentifier::try_from(role.clone()).expect("a plain role name");
 
     let first = api::bootstrap::run(&settings).await.expect("bootstraps");
     let second = api::bootstrap::run(&settings)

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use api::config::Seconds;
 use api::startup::Application;
 use axum::http::StatusCode;
 use sqlx::PgPool;
@@ -112,7 +113,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn a_client_that_never_finishes_its_body_gets_a_408(pool: PgPool) {
     let (address, _stop, _server) = serve(pool.clone(), |settings| {
-        settings.server.request_timeout_secs = 1;
+        settings.server.request_timeout_secs = Seconds::try_from(1).expect("not zero");
     })
     .await;
     let mut stream = TcpStream::connect(address).await.expect("connects");
@@ -275,7 +276,7 @@ async fn an_older_binary_starts_against_a_newer_schema(pool: PgPool) {
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off(pool: PgPool) {
     let (address, stop, server) = serve(pool, |settings| {
-        settings.server.header_read_timeout_secs = 1
+        settings.server.header_read_timeout_secs = Seconds::try_from(1).expect("not zero")
     })
     .await;
     let request =

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use api::config::{Count, Seconds};
 use api::store::{Store, StoreError, StoreSettings};
 use axum::http::StatusCode;
 use domain::{DataRecord, NewData};
@@ -236,7 +237,7 @@ async fn one_bad_row_does_not_fail_its_batch_mates(pool: PgPool) {
 async fn a_burst_right_after_a_database_restart_gets_no_failure(pool: PgPool) {
     let chaos = Chaos::start(&pool.connect_options()).await;
     let mut settings = test_settings();
-    settings.database.max_connections = 4;
+    settings.database.max_connections = Count::try_from(4).expect("not zero");
     let app = TestApp::over(
         chaos.options(named(&pool, "restarted")),
         pool.clone(),
@@ -297,9 +298,9 @@ async fn a_burst_right_after_a_database_restart_gets_no_failure(pool: PgPool) {
 async fn a_database_that_stops_answering_gives_503_within_the_acquire_timeout(pool: PgPool) {
     let chaos = Chaos::start(&pool.connect_options()).await;
     let mut settings = test_settings();
-    settings.database.max_connections = 2;
-    settings.database.acquire_timeout_secs = 1;
-    settings.database.statement_timeout_secs = 2;
+    settings.database.max_connections = Count::try_from(2).expect("not zero");
+    settings.database.acquire_timeout_secs = Seconds::try_from(1).expect("not zero");
+    settings.database.statement_timeout_secs = Seconds::try_from(2).expect("not zero");
     let app = TestApp::over(
         chaos.options(named(&pool, "silent")),
         pool.clone(),
@@ -375,8 +376,8 @@ async fn a_database_that_stops_answering_gives_503_within_the_acquire_timeout(po
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn a_locked_table_never_takes_more_backends_than_configured(pool: PgPool) {
     let mut settings = test_settings();
-    settings.database.max_connections = 4;
-    settings.database.lock_timeout_secs = 2;
+    settings.database.max_connections = Count::try_from(4).expect("not zero");
+    settings.database.lock_timeout_secs = Seconds::try_from(2).expect("not zero");
     let app = TestApp::over(named(&pool, "locked-out"), pool.clone(), settings);
     app.store("before the lock", "hi").await;
 
