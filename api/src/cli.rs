@@ -84,6 +84,12 @@ impl Cli {
             Command::Serve => {
                 let settings = load_settings()?;
                 let _logs = telemetry::init(&settings.log)?;
+                if let Err(error) = settings.provisioning() {
+                    // Only `api db provision` reads these keys: say so, serve on.
+                    tracing::warn!(
+                        "{error}; `api db provision` would refuse it, serve does not read it"
+                    );
+                }
                 let profile = settings.profile;
                 let application = Application::build(settings).await?;
                 let address = application
@@ -127,13 +133,21 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
         }
         DbCommand::Provision { json } | DbCommand::Status { json } => json,
     };
+    // Before any AWS call: a mistake in a provisioning key stops here.
+    let provisioning = match command {
+        DbCommand::Provision { .. } => Some(settings.provisioning()?),
+        _ => None,
+    };
     let config = rds::sdk_config(&settings.rds).await?;
     let client = aws_sdk_rds::Client::new(&config);
-    if matches!(command, DbCommand::Provision { .. }) {
+    if let Some(provisioning) = provisioning {
         let mut progress = Progress::new();
-        let report = rds::provision(&client, &settings.rds, &mut |status, elapsed| {
-            progress.status(status, elapsed)
-        })
+        let report = rds::provision(
+            &client,
+            &settings.rds,
+            &provisioning,
+            &mut |status, elapsed| progress.status(status, elapsed),
+        )
         .await;
         progress.finish();
         return print_report(&report?, json);

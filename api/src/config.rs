@@ -4,6 +4,7 @@
 //! Every key is documented on its field below and in the README's
 //! configuration table; `.env.example` lists the environment variables.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -43,6 +44,20 @@ pub struct Settings {
     pub web: WebSettings,
     /// The RDS instance: provisioning and finding the database.
     pub rds: RdsSettings,
+    /// Where each value came from, for messages about keys read later.
+    #[serde(skip)]
+    sources: Sources,
+}
+
+/// The layers the settings were read from; never printed, since they hold
+/// every value, secrets included.
+#[derive(Clone, Default)]
+struct Sources(Figment);
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sources(…)")
+    }
 }
 
 /// `server.*` keys.
@@ -113,10 +128,11 @@ pub enum DatabaseAuth {
     Password,
 }
 
-/// `rds.*` keys: the instance `api db provision` creates and `serve` and
-/// `migrate` connect to when `database.url` is not set.
+/// `rds.*` keys: the instance `serve` and `migrate` connect to when
+/// `database.url` is not set. The keys that only `api db provision` reads
+/// (how to create the instance) are held unread: a mistake in one stops
+/// provisioning, never the service ([`Settings::provisioning`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RdsSettings {
     /// DB instance identifier; unset, nothing is looked up in RDS.
     pub instance_id: Option<String>,
@@ -128,6 +144,18 @@ pub struct RdsSettings {
     pub region: Option<String>,
     /// Database created in the instance.
     pub db_name: String,
+    /// Database user the service logs in as with IAM tokens.
+    pub app_user: SqlIdentifier,
+    /// Every other `rds.*` key, as given: read by `Settings::provisioning`.
+    #[serde(flatten)]
+    provisioning_keys: BTreeMap<String, figment::value::Value>,
+}
+
+/// The `rds.*` keys only `api db provision` reads: how to create the
+/// instance and how long to wait for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionSettings {
     /// PostgreSQL major version, pinned.
     pub engine_version: String,
     /// Instance class.
@@ -147,8 +175,6 @@ pub struct RdsSettings {
     pub deletion_protection: bool,
     /// Master user; its password is created and kept by RDS in Secrets Manager.
     pub master_username: String,
-    /// Database user the service logs in as with IAM tokens.
-    pub app_user: SqlIdentifier,
     /// Longest `api db provision` waits for `available`.
     pub wait_timeout_secs: u64,
     /// Seconds between status checks while waiting.
@@ -294,58 +320,41 @@ impl Settings {
     /// Extracts and checks the settings of `profile` from `figment`.
     pub fn from_figment(profile: Profile, figment: Figment) -> Result<Settings, ConfigError> {
         let figment = figment.select(profile.name());
-        let mut settings: Settings = figment.extract().map_err(|errors| {
-            let lines: Vec<String> = errors
-                .into_iter()
-                .map(|error| {
-                    // A list element's index is left out: the key is what
-                    // a person sets (the message quotes the element).
-                    let key = error
-                        .path
-                        .iter()
-                        .filter(|part| !part.bytes().all(|byte| byte.is_ascii_digit()))
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(".");
-                    let source = error.metadata.as_ref().map_or_else(
-                        || "unknown source".to_owned(),
-                        |meta| describe_source(meta, &key),
-                    );
-                    if SECRET_KEYS.contains(&key.as_str()) {
-                        // The error's own text may quote the value.
-                        format!(
-                            "{key}: must be text (set in {source}; the value is not shown: it is \
-                             a secret). An environment value that looks like a number, a \
-                             boolean, a list or a table is read as one: quote it, as in \
-                             {}='\"…\"'",
-                            env_name(&key)
-                        )
-                    } else if key.is_empty() {
-                        format!("{} (set in {source})", error.kind)
-                    } else if let figment::error::Kind::Message(rule) = &error.kind {
-                        // A value type's own rule, such as "must be at least 1".
-                        format!("{key} {rule} (set in {source})")
-                    } else {
-                        format!("{key}: {} (set in {source})", error.kind)
-                    }
-                })
-                .collect();
-            ConfigError(lines.join("; "))
-        })?;
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|errors| config_error(errors, &figment, ""))?;
         settings.profile = profile;
         settings.check(&figment)?;
+        settings.sources = Sources(figment);
         Ok(settings)
+    }
+
+    /// The keys only `api db provision` reads, checked now: unknown keys,
+    /// malformed values and the storage rule are refused here, naming the
+    /// key and where it was set, and nowhere else.
+    pub fn provisioning(&self) -> Result<ProvisionSettings, ConfigError> {
+        let provisioning: ProvisionSettings =
+            Figment::from(Serialized::defaults(&self.rds.provisioning_keys))
+                .extract()
+                .map_err(|errors| config_error(errors, &self.sources.0, "rds"))?;
+        if i64::from(provisioning.max_storage_gib) * 10 < i64::from(provisioning.storage_gib) * 11 {
+            let storage_source = source_of(&self.sources.0, "rds.storage_gib");
+            return Err(refusal(
+                &self.sources.0,
+                "rds.max_storage_gib",
+                &format!(
+                    "must be at least 10 % above rds.storage_gib, {} GiB set in {storage_source} \
+                     (RDS's rule for storage autoscaling)",
+                    provisioning.storage_gib
+                ),
+            ));
+        }
+        Ok(provisioning)
     }
 
     /// Rules between keys, which no one key's type can carry.
     fn check(&self, figment: &Figment) -> Result<(), ConfigError> {
-        let refuse = |key: &str, rule: &str| {
-            let source = figment.find_metadata(key).map_or_else(
-                || "unknown source".to_owned(),
-                |meta| describe_source(meta, key),
-            );
-            Err(ConfigError(format!("{key} {rule} (set in {source})")))
-        };
+        let refuse = |key: &str, rule: &str| Err(refusal(figment, key, rule));
         let database = &self.database;
         if database.statement_timeout_secs >= self.server.request_timeout_secs {
             return refuse(
@@ -359,14 +368,65 @@ impl Settings {
                 "must be at most database.statement_timeout_secs",
             );
         }
-        if i64::from(self.rds.max_storage_gib) * 10 < i64::from(self.rds.storage_gib) * 11 {
-            return refuse(
-                "rds.max_storage_gib",
-                "must be at least 10 % above rds.storage_gib (RDS's rule for storage autoscaling)",
-            );
-        }
         Ok(())
     }
+}
+
+/// `key` breaks `rule`, with where its value was set.
+fn refusal(figment: &Figment, key: &str, rule: &str) -> ConfigError {
+    ConfigError(format!("{key} {rule} (set in {})", source_of(figment, key)))
+}
+
+/// Where `key`'s value in `figment` came from.
+fn source_of(figment: &Figment, key: &str) -> String {
+    figment.find_metadata(key).map_or_else(
+        || "unknown source".to_owned(),
+        |meta| describe_source(meta, key),
+    )
+}
+
+/// Extraction errors as one message: each key (under `prefix`), what is
+/// wrong with it and where it was set, found in `figment`; never a
+/// secret's value.
+fn config_error(errors: figment::Error, figment: &Figment, prefix: &str) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|error| {
+            // A list element's index is left out: the key is what a person
+            // sets (the message quotes the element).
+            let key = std::iter::once(prefix)
+                .chain(error.path.iter().map(String::as_str))
+                .filter(|part| !part.bytes().all(|byte| byte.is_ascii_digit()))
+                .collect::<Vec<_>>()
+                .join(".");
+            // Where the key's value came from in `figment` (keys read later
+            // are extracted from a copy that knows no sources).
+            let source = figment
+                .find_metadata(&key)
+                .or(error.metadata.as_ref())
+                .map_or_else(
+                    || "unknown source".to_owned(),
+                    |meta| describe_source(meta, &key),
+                );
+            if SECRET_KEYS.contains(&key.as_str()) {
+                // The error's own text may quote the value.
+                format!(
+                    "{key}: must be text (set in {source}; the value is not shown: it is a \
+                     secret). An environment value that looks like a number, a boolean, a \
+                     list or a table is read as one: quote it, as in {}='\"…\"'",
+                    env_name(&key)
+                )
+            } else if key.is_empty() {
+                format!("{} (set in {source})", error.kind)
+            } else if let figment::error::Kind::Message(rule) = &error.kind {
+                // A value type's own rule, such as "must be at least 1".
+                format!("{key} {rule} (set in {source})")
+            } else {
+                format!("{key}: {} (set in {source})", error.kind)
+            }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
 }
 
 /// Keys whose values are secrets: never part of an error message.
@@ -588,6 +648,49 @@ mod tests {
             jail.set_env("APP_CORS__ALLOWED_ORIGINS", r#"["https://example.com"]"#);
             let settings = load_in(jail, Profile::Local).expect("a valid origin loads");
             assert_eq!(settings.cors.allowed_origins, ["https://example.com"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_mistake_in_a_provisioning_key_stops_provisioning_not_the_service() {
+        for (variable, value, expected) in [
+            ("APP_RDS__INSTANCE_CLAS", "db.t4g.small", "instance_clas"),
+            ("APP_RDS__STORAGE_GIB", "twenty", "rds.storage_gib"),
+            (
+                "APP_RDS__MAX_STORAGE_GIB",
+                "21",
+                "rds.max_storage_gib must be at least 10 % above rds.storage_gib",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env(variable, value);
+                let settings = load_in(jail, Profile::Local).expect("serve's settings load");
+                let message = settings.provisioning().unwrap_err().to_string();
+                assert!(message.contains(expected), "{message}");
+                assert!(
+                    message.contains(&format!("(set in environment variable {variable})")),
+                    "{message}"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("App.toml", "[default.rds]\nstorage_gib = 95\n")?;
+            let settings = load_in(jail, Profile::Local).expect("loads");
+            let message = settings.provisioning().unwrap_err().to_string();
+            assert!(message.contains("App.toml"), "{message}");
+            jail.set_env("APP_RDS__MAX_STORAGE_GIB", "120");
+            let provisioning = load_in(jail, Profile::Local)
+                .expect("loads")
+                .provisioning()
+                .expect("a valid ceiling provisions");
+            assert_eq!(
+                (provisioning.storage_gib, provisioning.max_storage_gib),
+                (95, 120)
+            );
             Ok(())
         });
     }

@@ -11,7 +11,7 @@ use aws_sdk_rds::types::{DbInstance, Tag};
 
 pub use domain::db_report::{Endpoint, InstanceReport, StatusReport};
 
-use crate::config::RdsSettings;
+use crate::config::{ProvisionSettings, RdsSettings};
 
 /// Tag naming the application on everything this creates.
 const APPLICATION_TAG: (&str, &str) = ("application", "notes-api");
@@ -236,7 +236,8 @@ pub fn check_state(instance: &DbInstance) -> Result<(), RdsError> {
 pub async fn create(
     client: &Client,
     id: &str,
-    settings: &RdsSettings,
+    db_name: &str,
+    settings: &ProvisionSettings,
 ) -> Result<DbInstance, RdsError> {
     let tag = Tag::builder()
         .key(APPLICATION_TAG.0)
@@ -248,7 +249,7 @@ pub async fn create(
         .engine("postgres")
         .engine_version(&settings.engine_version)
         .db_instance_class(&settings.instance_class)
-        .db_name(&settings.db_name)
+        .db_name(db_name)
         .allocated_storage(settings.storage_gib)
         // Storage autoscaling: RDS grows the volume before it fills (a full
         // one stops every write), up to this ceiling.
@@ -321,6 +322,7 @@ pub async fn wait_available(
 pub async fn provision(
     client: &Client,
     settings: &RdsSettings,
+    provisioning: &ProvisionSettings,
     progress: &mut dyn FnMut(&str, Duration),
 ) -> Result<InstanceReport, RdsError> {
     let id = settings
@@ -331,9 +333,9 @@ pub async fn provision(
         check_state(&instance)?;
         return Ok(report(&instance, false));
     }
-    create(client, id, settings).await?;
-    let timeout = Duration::from_secs(settings.wait_timeout_secs);
-    let poll = Duration::from_secs(settings.poll_interval_secs);
+    create(client, id, &settings.db_name, provisioning).await?;
+    let timeout = Duration::from_secs(provisioning.wait_timeout_secs);
+    let poll = Duration::from_secs(provisioning.poll_interval_secs);
     let instance = wait_available(client, id, timeout, poll, progress).await?;
     Ok(report(&instance, true))
 }

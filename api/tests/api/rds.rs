@@ -33,11 +33,10 @@ fn described(status: &'static str) -> aws_smithy_mocks::Rule {
     })
 }
 
-fn settings_with(id: &str) -> api::config::RdsSettings {
-    let mut settings = Settings::from_figment(Profile::Test, Settings::defaults_figment())
-        .expect("defaults load")
-        .rds;
-    settings.instance_id = Some(id.to_owned());
+fn settings_with(id: &str) -> Settings {
+    let mut settings =
+        Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("defaults load");
+    settings.rds.instance_id = Some(id.to_owned());
     settings
 }
 
@@ -165,7 +164,9 @@ async fn provisioning_an_existing_instance_changes_nothing() {
     let rule = described("available");
     let client = mock_client!(aws_sdk_rds, RuleMode::MatchAny, &[&rule]);
 
-    let report = rds::provision(&client, &settings_with("notes-db"), &mut |_, _| {})
+    let settings = settings_with("notes-db");
+    let provisioning = settings.provisioning().expect("the defaults provision");
+    let report = rds::provision(&client, &settings.rds, &provisioning, &mut |_, _| {})
         .await
         .expect("reports the instance");
 
