@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use crate::postgres::{Cluster, free_port};
-use crate::service::{Terminating, send, target_dir, wait_healthy, without_app_settings};
+use testkit::{free_port, target_dir, without_app_settings};
+
+use crate::postgres::Cluster;
+use crate::service::{Terminating, send, wait_healthy};
 use crate::{cargo, project_root, run, status, step, web, which};
 
 /// Rows loaded before measuring, as the issue asks.
@@ -436,9 +438,7 @@ fn cold_start(binary: &Path, url: &str) -> anyhow::Result<Duration> {
             }
             std::thread::sleep(Duration::from_micros(500));
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = testkit::sigterm(child.id());
         let _ = child.wait();
     }
     times.sort();

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::postgres::Cluster;
-use crate::service::{ApiProcess, Terminating, target_dir};
+use testkit::target_dir;
+
+use crate::service::{ApiProcess, Terminating};
 use crate::{project_root, run, status, step, which};
 
 /// geckodriver, Firefox's WebDriver server, built from crates.io.

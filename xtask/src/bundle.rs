@@ -11,8 +11,8 @@ use zip::write::SimpleFileOptions;
 
 use crate::ebextensions::{Config, PROPERTIES};
 use crate::rehearse::alb::PROCESS_NAMESPACE;
-use crate::service::target_dir;
 use crate::{cargo, project_root, run, status, step, web};
+use testkit::target_dir;
 
 /// Where the app listens when the bundle sets no PORT: the platform's
 /// default, which its nginx location proxies to.
@@ -377,7 +377,7 @@ fn version() -> anyhow::Result<String> {
 
 /// The musl target and C compiler (ring's C and assembly need it).
 fn ensure_musl() -> anyhow::Result<()> {
-    crate::service::ensure_rust_target(TARGET)?;
+    crate::web::ensure_rust_target(TARGET)?;
     if Command::new("musl-gcc").arg("--version").output().is_err() {
         bail!(
             "musl-gcc was not found: install it (Debian/Ubuntu: `sudo apt-get install musl-tools`)"

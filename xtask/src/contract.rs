@@ -8,8 +8,9 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 use crate::postgres::Cluster;
-use crate::postgres::free_port;
-use crate::service::{ApiProcess, Terminating, target_dir};
+use testkit::{free_port, target_dir};
+
+use crate::service::{ApiProcess, Terminating};
 use crate::{project_root, run, status};
 
 /// The schemathesis release the checks were written against.

@@ -8,8 +8,8 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::bundle::{self, TARGET};
 use crate::contract::{self, Moto};
-use crate::service::target_dir;
 use crate::{cargo, project_root, run, status, step};
+use testkit::target_dir;
 
 /// The `deploy` program, built (debug: it waits on AWS, not on the CPU).
 fn deploy_program() -> anyhow::Result<Command> {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 
 use crate::postgres::Cluster;
-use crate::service::{Terminating, target_dir, wait_healthy};
+use testkit::target_dir;
+
+use crate::service::{Terminating, wait_healthy};
 use crate::{cargo, project_root, run, status, step, web};
 
 /// What the api is built from.

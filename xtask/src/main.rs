@@ -21,11 +21,12 @@ mod sqlx_data;
 mod tls;
 mod web;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use testkit::project_root;
 
 use crate::postgres::Cluster;
 
@@ -321,14 +322,6 @@ fn openapi() -> anyhow::Result<()> {
     std::fs::write(&path, &output.stdout).with_context(|| format!("writing {}", path.display()))?;
     status(&format!("wrote {}", path.display()));
     Ok(())
-}
-
-/// The repository root (the parent of this crate).
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the root")
-        .to_path_buf()
 }
 
 /// `cargo`, as the one that runs us, in the repository root.

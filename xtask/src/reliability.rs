@@ -9,7 +9,9 @@ use anyhow::{bail, ensure};
 
 use crate::load::{Load, Outcome, check_acknowledged, stored_ids};
 use crate::postgres::Cluster;
-use crate::service::{ApiProcess, Reply, target_dir};
+use testkit::target_dir;
+
+use crate::service::{ApiProcess, Reply};
 use crate::{status, step};
 
 /// Database acquire timeout given to the service in the outage scenario.

@@ -3,13 +3,12 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::postgres::free_port;
 use crate::{cargo, project_root, run};
 
 /// Longest wait for the service to answer `/health`.
@@ -34,11 +33,11 @@ impl ApiProcess {
         settings: &[(&str, &str)],
     ) -> anyhow::Result<ApiProcess> {
         run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
-        let port = free_port()?;
+        let port = testkit::free_port()?;
         let log =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = Command::new(target_dir().join("debug/api"));
-        without_app_settings(&mut command);
+        let mut command = Command::new(testkit::target_dir().join("debug/api"));
+        testkit::without_app_settings(&mut command);
         command
             .arg("serve")
             .current_dir(project_root())
@@ -68,8 +67,7 @@ impl ApiProcess {
     /// Sends SIGTERM and waits for the exit; returns it and how long it took.
     pub fn terminate(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
         let started = Instant::now();
-        let pid = self.child.0.id().to_string();
-        run(Command::new("kill").args(["-TERM", &pid]))?;
+        testkit::sigterm(self.child.0.id())?;
         let exit = self.child.0.wait()?;
         Ok((exit, started.elapsed()))
     }
@@ -87,38 +85,6 @@ pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
     bail!("nothing answered /health on port {port} within {within:?}")
 }
 
-/// Adds a rustup target unless it is installed.
-pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(project_root())
-        .output()
-        .context("running rustup (install it from https://rustup.rs)")?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|line| line.trim() == target)
-    {
-        return Ok(());
-    }
-    crate::status(&format!("adding the {target} target"));
-    run(Command::new("rustup")
-        .args(["target", "add", target])
-        .current_dir(project_root()))
-}
-
-/// Removes the service's settings inherited from the developer's environment
-/// (or `.env`), so a child gets exactly the settings it is given: an
-/// `APP_DATABASE__URL` there would otherwise beat the test's `DATABASE_URL`.
-pub fn without_app_settings(command: &mut Command) {
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("APP_") || matches!(name.as_ref(), "DATABASE_URL" | "PORT" | "RUST_LOG")
-        {
-            command.env_remove(name.as_ref());
-        }
-    }
-}
-
 /// SIGTERMs a child process and waits for it when dropped.
 #[derive(Debug)]
 pub struct Terminating(pub Child);
@@ -126,19 +92,10 @@ pub struct Terminating(pub Child);
 impl Drop for Terminating {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.0.id().to_string()])
-                .status();
+            let _ = testkit::sigterm(self.0.id());
             let _ = self.0.wait();
         }
     }
-}
-
-/// The cargo target folder.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"))
 }
 
 /// A buffered response.

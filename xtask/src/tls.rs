@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::Context as _;
 
 use crate::run;
-use crate::service::target_dir;
+use testkit::target_dir;
 
 /// The files a TLS test needs.
 #[derive(Debug)]

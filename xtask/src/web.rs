@@ -40,7 +40,7 @@ pub fn build(force: bool) -> anyhow::Result<()> {
 /// trunk with `args`, in `web/`, with the tools it needs (installed when
 /// missing) on its `PATH`.
 pub fn trunk_command(args: &[&str]) -> anyhow::Result<Command> {
-    crate::service::ensure_rust_target("wasm32-unknown-unknown")?;
+    ensure_rust_target("wasm32-unknown-unknown")?;
     // Without its default features: no TLS stack (trunk never downloads
     // here, and `trunk serve` proxies plain HTTP) and no update check.
     let trunk = ensure_cargo_tool(
@@ -217,4 +217,23 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     name.push(".");
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Adds a rustup target unless it is installed.
+pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(project_root())
+        .output()
+        .context("running rustup (install it from https://rustup.rs)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == target)
+    {
+        return Ok(());
+    }
+    crate::status(&format!("adding the {target} target"));
+    run(Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(project_root()))
 }

@@ -12,17 +12,9 @@ const HANG: Duration = Duration::from_secs(60);
 
 /// The binary with a clean configuration environment.
 fn api() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("APP_")
-            || name == "DATABASE_URL"
-            || name == "PORT"
-            || name == "RUST_LOG"
-        {
-            command.env_remove(name.as_ref());
-        }
-    }
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_api"));
+    testkit::without_app_settings(&mut command);
+    let mut command = Command::from(command);
     // No `.env` or `App.toml` is picked up from a folder of its own.
     command
         .current_dir(std::env::temp_dir())
@@ -190,12 +182,7 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
     tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
         .await
         .expect("reads");
-    let pid = child.id().expect("running").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
+    let killed = testkit::sigterm(child.id().expect("running"));
     let exit = tokio::time::timeout(HANG, child.wait())
         .await
         .expect("exits in time")
@@ -203,7 +190,7 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
     let log = output.await.expect("collects the output");
 
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(killed.success());
+    assert!(killed.is_ok(), "{killed:?}");
     assert!(exit.success(), "{exit}");
     assert!(log.iter().any(|line| line.contains("stopped")), "{log:?}");
     assert!(

@@ -38,7 +38,9 @@ use self::rds::Rds;
 use crate::bundle::{self, TARGET};
 use crate::contract::Moto;
 use crate::load::{Load, check_acknowledged, stored_ids};
-use crate::service::{Reply, send, send_over, target_dir};
+use testkit::target_dir;
+
+use crate::service::{Reply, send, send_over};
 use crate::{status, step};
 
 /// Writers posting through the load balancer during the rollout.

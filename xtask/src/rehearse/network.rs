@@ -28,21 +28,13 @@ const NETWORK: [u8; 3] = [10, 213, 0];
 /// A command run with root rights: as it is when we are root, else through
 /// `sudo -n` (never a password prompt).
 pub fn privileged(program: &str) -> Command {
-    if is_root() {
+    if testkit::is_root() {
         Command::new(program)
     } else {
         let mut command = Command::new("sudo");
         command.args(["-n", "--"]).arg(program);
         command
     }
-}
-
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 
 /// Runs a privileged command to completion, failing with its stderr.
@@ -213,7 +205,7 @@ fn remove_namespace(namespace: &str) {
 
 /// Writes a file as root (the folder is made when missing).
 pub fn write_privileged(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    if is_root() {
+    if testkit::is_root() {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }

