@@ -109,6 +109,21 @@ impl Load {
         self.acknowledged.load(Ordering::Relaxed)
     }
 
+    /// Returns once `count` writes in all have been acknowledged: the load
+    /// is under way, with writes in flight.
+    pub fn wait_for_acknowledged(&self, count: usize, within: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while self.acknowledged() < count {
+            anyhow::ensure!(
+                started.elapsed() < within,
+                "{} of {count} writes acknowledged after {within:?}",
+                self.acknowledged()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// Marks the outcomes of requests sent from now on with `phase`.
     pub fn set_phase(&self, phase: u8) {
         self.phase.store(phase, Ordering::Relaxed);

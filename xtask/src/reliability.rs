@@ -23,6 +23,11 @@ const GRACE_SECS: u64 = 10;
 /// Writers hammering `POST /data` at once.
 const WRITERS: usize = 6;
 
+/// Writes acknowledged before a scenario moves on (before the outage, after
+/// the recovery, before SIGTERM), and how long that may take.
+const WRITES_PER_PHASE: usize = 200;
+const PHASE_WITHIN: Duration = Duration::from_secs(30);
+
 fn is_problem(reply: &Reply) -> bool {
     reply.content_type.as_deref() == Some("application/problem+json")
 }
@@ -57,7 +62,7 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
         &[("APP_DATABASE__ACQUIRE_TIMEOUT_SECS", &timeout)],
     )?;
     let load = Load::start(api.port, WRITERS, "writer", false);
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_for_acknowledged(WRITES_PER_PHASE, PHASE_WITHIN)?;
 
     load.set_phase(1);
     cluster.stop()?;
@@ -91,7 +96,7 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
         std::thread::sleep(Duration::from_millis(50));
     }
     let recovered_after = restarted.elapsed();
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_for_acknowledged(load.acknowledged() + WRITES_PER_PHASE, PHASE_WITHIN)?;
     let outcomes = load.finish();
     drop(api);
 
@@ -186,7 +191,8 @@ fn shutdown(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_js
         &[("APP_SERVER__SHUTDOWN_GRACE_SECS", &grace)],
     )?;
     let load = Load::start(api.port, WRITERS, "writer", true);
-    std::thread::sleep(Duration::from_millis(1500));
+    // SIGTERM once writes are under way, so that some are in flight.
+    load.wait_for_acknowledged(WRITES_PER_PHASE, PHASE_WITHIN)?;
     let (exit, took) = api.terminate()?;
     let outcomes = load.finish();
 

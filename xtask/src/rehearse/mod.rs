@@ -46,6 +46,9 @@ use crate::{status, step};
 /// Writers posting through the load balancer during the rollout.
 const WRITERS: usize = 4;
 
+/// Longest the writers may take to have their first writes acknowledged.
+const WRITES_WITHIN: Duration = Duration::from_secs(30);
+
 /// The load balancer's clock runs this much faster than AWS's: a 10 s
 /// health check interval takes 1 s here, a 20 s deregistration delay 2 s.
 const TIME_SCALE: f64 = 0.1;
@@ -275,7 +278,7 @@ fn scenario(
         "2. a new version rolled out with an additional batch, one instance at a time, under write load",
     );
     let load = Load::start(port, WRITERS, "rolling", false);
-    wait_for_acknowledged_writes(&load, 20)?;
+    load.wait_for_acknowledged(20, WRITES_WITHIN)?;
     let rollout = Instant::now();
     let extra = environment.launch(v2, true)?;
     environment.attach(&extra)?;
@@ -484,21 +487,6 @@ fn served(lb: &LoadBalancer, id: &str) -> usize {
         .into_iter()
         .find(|(target, _, _)| target == id)
         .map_or(0, |(_, _, served)| served)
-}
-
-/// Waits until the writers have had `count` writes acknowledged, so the
-/// rollout starts under load, not before it.
-fn wait_for_acknowledged_writes(load: &Load, count: usize) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while load.acknowledged() < count {
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "the writers had {} writes acknowledged within 30 s",
-            load.acknowledged()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }
 
 /// The bundle re-zipped without its execute bits, as a zip made by
