@@ -453,6 +453,11 @@ fn describe_source(meta: &figment::Metadata, key: &str) -> String {
             _ => {}
         }
     }
+    // The one string layer is the compiled-in defaults (figment names it
+    // "TOML source string").
+    if meta.source.is_none() && meta.name.ends_with("source string") {
+        return "the built-in defaults (api/config/defaults.toml)".to_owned();
+    }
     meta.name.to_string()
 }
 
@@ -682,6 +687,13 @@ mod tests {
             let settings = load_in(jail, Profile::Local).expect("loads");
             let message = settings.provisioning().unwrap_err().to_string();
             assert!(message.contains("App.toml"), "{message}");
+            assert!(
+                message.contains(
+                    "rds.max_storage_gib must be at least 10 % above rds.storage_gib, 95 GiB set \
+                     in TOML file"
+                ) && message.contains("(set in the built-in defaults (api/config/defaults.toml))"),
+                "{message}"
+            );
             jail.set_env("APP_RDS__MAX_STORAGE_GIB", "120");
             let provisioning = load_in(jail, Profile::Local)
                 .expect("loads")
