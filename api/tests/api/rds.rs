@@ -195,17 +195,33 @@ async fn moto_client() -> Client {
 /// Runs `api db …` against moto.
 async fn api_db(args: &[&str], instance_id: &str) -> Output {
     emulator();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_api"));
+    testkit::without_app_settings(&mut command);
+    tokio::process::Command::from(command)
         .arg("db")
         .args(args)
         .current_dir(std::env::temp_dir())
         .env("APP_PROFILE", "prod")
         .env("APP_RDS__INSTANCE_ID", instance_id)
         .env("APP_RDS__POLL_INTERVAL_SECS", "0")
-        .env_remove("DATABASE_URL")
         .output()
         .await
         .expect("runs")
+}
+
+/// `output`, once its command is seen to have succeeded (else its stderr).
+fn succeeded(output: &Output) -> &Output {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The JSON report a successful `api db … --json` printed.
+fn json_report(output: &Output) -> Value {
+    serde_json::from_slice(&succeeded(output).stdout).expect("JSON on stdout")
 }
 
 fn unique_id(label: &str) -> String {
@@ -222,12 +238,7 @@ async fn provision_creates_a_private_encrypted_iam_instance_once() {
     let first = api_db(&["provision", "--json"], &id).await;
     let second = api_db(&["provision", "--json"], &id).await;
 
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let report: Value = serde_json::from_slice(&first.stdout).expect("JSON on stdout");
+    let report = json_report(&first);
     assert_eq!(report["instance_id"], id.as_str());
     assert_eq!(report["status"], "available");
     assert_eq!(report["created"], true);
@@ -236,12 +247,7 @@ async fn provision_creates_a_private_encrypted_iam_instance_once() {
         report["endpoint"]["host"].is_string() && report["endpoint"]["port"].is_u64(),
         "{report}"
     );
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let again: Value = serde_json::from_slice(&second.stdout).expect("JSON on stdout");
+    let again = json_report(&second);
     assert_eq!(again["created"], false, "a rerun creates nothing");
 
     let client = moto_client().await;
@@ -295,29 +301,19 @@ async fn provision_creates_a_private_encrypted_iam_instance_once() {
 async fn status_reports_an_instance_and_names_a_missing_one() {
     let id = unique_id("status");
     let created = api_db(&["provision"], &id).await;
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    succeeded(&created);
 
     let present = api_db(&["status", "--json"], &id).await;
     let missing = api_db(&["status"], "notes-does-not-exist").await;
     let missing_json = api_db(&["status", "--json"], "notes-does-not-exist").await;
 
-    assert!(present.status.success());
-    let report: Value = serde_json::from_slice(&present.stdout).expect("JSON");
+    let report = json_report(&present);
     assert_eq!(report["exists"], true);
     assert_eq!(report["instance"]["instance_id"], id.as_str());
     assert_eq!(report["instance"]["created"], false);
     assert_eq!(report["instance"]["iam_auth"], true);
     // In JSON a missing instance is a report, not a failure to look.
-    assert!(
-        missing_json.status.success(),
-        "{}",
-        String::from_utf8_lossy(&missing_json.stderr)
-    );
-    let report: Value = serde_json::from_slice(&missing_json.stdout).expect("JSON");
+    let report = json_report(&missing_json);
     assert_eq!(report["exists"], false, "{report}");
     assert_eq!(report["instance_id"], "notes-does-not-exist");
     assert_eq!(report["instance"], Value::Null);
@@ -337,12 +333,7 @@ async fn status_reports_an_instance_and_names_a_missing_one() {
 async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
     let id = unique_id("lookup");
     let created = api_db(&["provision", "--json"], &id).await;
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let report: Value = serde_json::from_slice(&created.stdout).expect("JSON");
+    let report = json_report(&created);
     let mut settings =
         Settings::from_figment(Profile::Prod, Settings::defaults_figment()).expect("loads");
     settings.rds.instance_id = Some(id);
@@ -405,11 +396,7 @@ async fn with_its_endpoint_configured_serve_needs_no_answer_from_the_rds_api() {
 async fn without_the_ca_bundle_an_rds_connection_is_refused() {
     let id = unique_id("noca");
     let created = api_db(&["provision"], &id).await;
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    succeeded(&created);
     let mut settings =
         Settings::from_figment(Profile::Prod, Settings::defaults_figment()).expect("loads");
     settings.rds.instance_id = Some(id);
