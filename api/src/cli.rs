@@ -168,11 +168,7 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
     }
     match instance {
         Some(report) => print_report(&report, false),
-        None => Err(rds::RdsError::NotFound {
-            id: id.to_owned(),
-            region: rds::region_name(&client),
-        }
-        .into()),
+        None => Err(rds::not_found(&client, id).into()),
     }
 }
 

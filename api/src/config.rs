@@ -338,7 +338,7 @@ impl Settings {
                 .extract()
                 .map_err(|errors| config_error(errors, &self.sources.0, "rds"))?;
         if i64::from(provisioning.max_storage_gib) * 10 < i64::from(provisioning.storage_gib) * 11 {
-            let storage_source = source_of(&self.sources.0, "rds.storage_gib");
+            let storage_source = source_of(&self.sources.0, "rds.storage_gib", None);
             return Err(refusal(
                 &self.sources.0,
                 "rds.max_storage_gib",
@@ -374,12 +374,15 @@ impl Settings {
 
 /// `key` breaks `rule`, with where its value was set.
 fn refusal(figment: &Figment, key: &str, rule: &str) -> ConfigError {
-    ConfigError(format!("{key} {rule} (set in {})", source_of(figment, key)))
+    ConfigError(format!(
+        "{key} {rule} (set in {})",
+        source_of(figment, key, None)
+    ))
 }
 
-/// Where `key`'s value in `figment` came from.
-fn source_of(figment: &Figment, key: &str) -> String {
-    figment.find_metadata(key).map_or_else(
+/// Where `key`'s value in `figment` came from, else where `fallback` says.
+fn source_of(figment: &Figment, key: &str, fallback: Option<&figment::Metadata>) -> String {
+    figment.find_metadata(key).or(fallback).map_or_else(
         || "unknown source".to_owned(),
         |meta| describe_source(meta, key),
     )
@@ -401,13 +404,7 @@ fn config_error(errors: figment::Error, figment: &Figment, prefix: &str) -> Conf
                 .join(".");
             // Where the key's value came from in `figment` (keys read later
             // are extracted from a copy that knows no sources).
-            let source = figment
-                .find_metadata(&key)
-                .or(error.metadata.as_ref())
-                .map_or_else(
-                    || "unknown source".to_owned(),
-                    |meta| describe_source(meta, &key),
-                );
+            let source = source_of(figment, &key, error.metadata.as_ref());
             if SECRET_KEYS.contains(&key.as_str()) {
                 // The error's own text may quote the value.
                 format!(

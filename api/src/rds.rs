@@ -197,10 +197,15 @@ pub async fn describe(client: &Client, id: &str) -> Result<Option<DbInstance>, R
 pub async fn existing(client: &Client, id: &str) -> Result<DbInstance, RdsError> {
     describe(client, id)
         .await?
-        .ok_or_else(|| RdsError::NotFound {
-            id: id.to_owned(),
-            region: region_name(client),
-        })
+        .ok_or_else(|| not_found(client, id))
+}
+
+/// The error for instance `id` missing from `client`'s region.
+pub fn not_found(client: &Client, id: &str) -> RdsError {
+    RdsError::NotFound {
+        id: id.to_owned(),
+        region: region_name(client),
+    }
 }
 
 /// The region `client` asks, for messages and reports.
