@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use deploy::{Deployer, NewEnvironment, OptionSetting, Progress, Target, Timing};
 
-/// Clients for moto; fails clearly when it is not there rather than skipping.
+/// Clients for moto. Its tests are `#[ignore]`d, so a plain `cargo test`
+/// skips them; run without moto (`--include-ignored`), they fail here naming
+/// the command that starts it.
 async fn moto() -> Deployer {
     std::env::var("AWS_ENDPOINT_URL").expect(
         "AWS_ENDPOINT_URL is not set: run the tests with `cargo xtask test`, which starts moto",
@@ -50,6 +52,7 @@ fn bundle(name: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn the_bundle_is_uploaded_to_the_bucket() {
     let deployer = moto().await;
     let target = target("upload");
@@ -85,6 +88,7 @@ async fn the_bundle_is_uploaded_to_the_bucket() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn a_missing_bucket_is_named_with_the_fix() {
     let deployer = moto().await;
     let error = deploy::upload::put_bundle(
@@ -105,6 +109,7 @@ async fn a_missing_bucket_is_named_with_the_fix() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn the_application_is_created_once() {
     let deployer = moto().await;
     let target = target("app");
@@ -129,6 +134,7 @@ async fn the_application_is_created_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn a_first_deploy_creates_the_environment_on_the_go_platform() {
     let deployer = moto().await;
     let target = target("create");
@@ -176,6 +182,7 @@ async fn a_first_deploy_creates_the_environment_on_the_go_platform() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn the_dry_run_plans_a_first_deploy_and_changes_nothing() {
     let deployer = moto().await;
     let target = target("dry");

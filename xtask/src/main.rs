@@ -240,7 +240,7 @@ fn test(
         run(moto.aim(
             cargo()
                 .args(["test", "--workspace", "--locked"])
-                .args(cargo_test_args)
+                .args(including_ignored(cargo_test_args))
                 .env("DATABASE_URL", &database_url)
                 // The TLS tests: a server certificate for `localhost` from this CA.
                 .env("TEST_TLS_CA", &certificates.ca)
@@ -287,6 +287,19 @@ fn test(
         ]))?;
     }
     Ok(())
+}
+
+/// `cargo test`'s arguments with `--include-ignored` added for the test
+/// binaries: the tests that need moto, TLS or password checks are
+/// `#[ignore]`d so that a plain `cargo test` skips them, naming this command;
+/// here their services run.
+fn including_ignored(cargo_test_args: &[String]) -> Vec<String> {
+    let mut args = cargo_test_args.to_vec();
+    match args.iter().position(|arg| arg == "--") {
+        Some(separator) => args.insert(separator + 1, "--include-ignored".to_owned()),
+        None => args.extend(["--".to_owned(), "--include-ignored".to_owned()]),
+    }
+    args
 }
 
 /// The test suite's throwaway cluster, which accepts TLS with a certificate
@@ -379,4 +392,26 @@ fn status(message: &str) {
 /// The start of a named step in a long task.
 fn step(message: &str) {
     eprintln!("\nxtask: ==> {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::including_ignored;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|&arg| arg.to_owned()).collect()
+    }
+
+    #[test]
+    fn ignored_tests_are_included_wherever_the_test_binaries_arguments_start() {
+        assert_eq!(including_ignored(&[]), args(&["--", "--include-ignored"]));
+        assert_eq!(
+            including_ignored(&args(&["store"])),
+            args(&["store", "--", "--include-ignored"])
+        );
+        assert_eq!(
+            including_ignored(&args(&["-p", "api", "--", "rds", "tls"])),
+            args(&["-p", "api", "--", "--include-ignored", "rds", "tls"])
+        );
+    }
 }

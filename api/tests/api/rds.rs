@@ -177,7 +177,9 @@ async fn provisioning_an_existing_instance_changes_nothing() {
 
 // ---- against moto ----
 
-/// Fails clearly when the emulator is not there rather than skipping.
+/// The emulator's address. Its tests are `#[ignore]`d, so a plain `cargo
+/// test` skips them; run without moto (`--include-ignored`), they fail here
+/// naming the command that starts it.
 fn emulator() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect(
         "AWS_ENDPOINT_URL is not set: run the tests with `cargo xtask test`, which starts moto (the AWS emulator)",
@@ -232,6 +234,7 @@ fn unique_id(label: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn provision_creates_a_private_encrypted_iam_instance_once() {
     let id = unique_id("provision");
 
@@ -298,6 +301,7 @@ async fn provision_creates_a_private_encrypted_iam_instance_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn status_reports_an_instance_and_names_a_missing_one() {
     let id = unique_id("status");
     let created = api_db(&["provision"], &id).await;
@@ -330,6 +334,7 @@ async fn status_reports_an_instance_and_names_a_missing_one() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
     let id = unique_id("lookup");
     let created = api_db(&["provision", "--json"], &id).await;
@@ -361,6 +366,7 @@ async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn with_its_endpoint_configured_serve_needs_no_answer_from_the_rds_api() {
     emulator();
     // No such instance: describing it would fail (DBInstanceNotFound).
@@ -393,6 +399,7 @@ async fn with_its_endpoint_configured_serve_needs_no_answer_from_the_rds_api() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (the AWS emulator): `cargo xtask test` starts it and runs this"]
 async fn without_the_ca_bundle_an_rds_connection_is_refused() {
     let id = unique_id("noca");
     let created = api_db(&["provision"], &id).await;
