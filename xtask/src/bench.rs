@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use testkit::{free_port, target_dir, without_app_settings};
+use testkit::{ApiServer, api_serve, free_port, target_dir, without_app_settings};
 
 use crate::postgres::Cluster;
 use crate::service::{Terminating, send, wait_healthy};
@@ -102,29 +102,17 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     )?;
 
     step("cold start: exec to the first 200 from /health, 10 times");
-    let cold_start = cold_start(&binary, &url)?;
+    let cold_start = cold_start(&binary, &url, &out.join("cold-start.log"))?;
     status(&format!(
         "cold start median {:.1} ms",
         cold_start.as_secs_f64() * 1000.0
     ));
 
-    let port = free_port()?;
-    let log = std::fs::File::create(out.join("api.log"))?;
-    let mut serve = Command::new(&binary);
-    without_app_settings(&mut serve);
-    let api = serve
-        .arg("serve")
-        .current_dir(project_root())
-        .env("DATABASE_URL", &url)
-        .env("APP_PROFILE", "prod")
-        .env("APP_SERVER__PORT", port.to_string())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the api")?;
-    let api = Terminating(api);
-    let api_pid = api.0.id();
-    wait_healthy(port, Duration::from_secs(30))?;
+    let mut serve = api_serve(&binary);
+    serve.env("DATABASE_URL", &url).env("APP_PROFILE", "prod");
+    let api = ApiServer::start(&mut serve, &out.join("api.log"), Duration::from_secs(30))?;
+    let api_pid = api.pid();
+    let port = api.port();
     let base = format!("http://127.0.0.1:{port}");
     let bare_port = free_port()?;
     let bare = Command::new(target_dir().join("release/examples/bare_health"))
@@ -410,36 +398,25 @@ fn short_name(name: &str) -> String {
     }
 }
 
-/// Median time from exec of `api serve` to its first 200 from `/health`.
-fn cold_start(binary: &Path, url: &str) -> anyhow::Result<Duration> {
+/// Median time from exec of `api serve` to its first 200 from `/health`
+/// (asked once it says where it listens).
+fn cold_start(binary: &Path, url: &str, log: &Path) -> anyhow::Result<Duration> {
     let mut times = Vec::new();
     for _ in 0..10 {
-        let port = free_port()?;
         let started = Instant::now();
-        let mut command = Command::new(binary);
-        without_app_settings(&mut command);
-        let mut child = command
-            .arg("serve")
-            .current_dir(project_root())
-            .env("DATABASE_URL", url)
-            .env("APP_PROFILE", "prod")
-            .env("APP_LOG__FILTER", "warn")
-            .env("APP_SERVER__PORT", port.to_string())
-            .stdout(std::process::Stdio::null())
-            .spawn()?;
-        loop {
-            if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
-                times.push(started.elapsed());
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                bail!("the api did not answer /health within 30 s");
-            }
-            std::thread::sleep(Duration::from_micros(500));
+        let mut command = api_serve(binary);
+        command.env("DATABASE_URL", url).env("APP_PROFILE", "prod");
+        let mut api = ApiServer::start(&mut command, log, Duration::from_secs(30))?;
+        let health = send(api.port(), "GET", "/health", None)?;
+        if health.status != 200 {
+            bail!(
+                "a fresh api answered /health with {}: {}",
+                health.status,
+                health.body
+            );
         }
-        let _ = testkit::sigterm(child.id());
-        let _ = child.wait();
+        times.push(started.elapsed());
+        api.terminate()?;
     }
     times.sort();
     Ok(times[times.len() / 2])

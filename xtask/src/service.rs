@@ -1,58 +1,47 @@
-//! The real `api` binary as a child process, and a minimal HTTP/1.1 client
-//! for driving it (one request per connection, no dependencies).
+//! The debug `api` binary as a child process (testkit's `ApiServer`), and a
+//! minimal HTTP/1.1 client for driving it (one request per connection, no
+//! dependencies).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use testkit::ApiServer;
 
-use crate::{cargo, project_root, run};
+use crate::{cargo, run};
 
-/// Longest wait for the service to answer `/health`.
+/// Longest wait for the service to say where it listens.
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// A running `api serve`, killed when dropped.
+/// A running debug `api serve` with the `test` profile, stopped when dropped.
 #[derive(Debug)]
 pub struct ApiProcess {
-    /// The child process, stopped with SIGTERM when dropped.
-    child: Terminating,
-    /// Port it listens on (127.0.0.1).
+    server: ApiServer,
+    /// Port it listens on (127.0.0.1), the one the kernel gave it.
     pub port: u16,
 }
 
 impl ApiProcess {
-    /// Builds the debug binary, starts it on a free port with the `test`
-    /// profile, the given database and extra settings, logging to `log`, and
-    /// waits until `/health` answers.
+    /// Builds the debug binary and starts it on a port of the kernel's
+    /// choosing with the `test` profile, the given database and extra
+    /// settings, logging to `log`; returns once it listens.
     pub fn start(
         database_url: &str,
         log: &Path,
         settings: &[(&str, &str)],
     ) -> anyhow::Result<ApiProcess> {
         run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
-        let port = testkit::free_port()?;
-        let log =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = Command::new(testkit::target_dir().join("debug/api"));
-        testkit::without_app_settings(&mut command);
+        let mut command = testkit::api_serve(&testkit::target_dir().join("debug/api"));
         command
-            .arg("serve")
-            .current_dir(project_root())
             .env("DATABASE_URL", database_url)
             .env("APP_PROFILE", "test")
-            .env("APP_SERVER__PORT", port.to_string())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (key, value) in settings {
-            command.env(key, value);
-        }
-        let child = Terminating(command.spawn().context("starting the api")?);
-        let process = ApiProcess { child, port };
-        process.wait_until_healthy()?;
-        Ok(process)
+            .envs(settings.iter().copied());
+        let server = ApiServer::start(&mut command, log, STARTUP)?;
+        let port = server.port();
+        Ok(ApiProcess { server, port })
     }
 
     /// Sends `request` to this process.
@@ -60,15 +49,10 @@ impl ApiProcess {
         send(self.port, method, path, body)
     }
 
-    fn wait_until_healthy(&self) -> anyhow::Result<()> {
-        wait_healthy(self.port, STARTUP)
-    }
-
     /// Sends SIGTERM and waits for the exit; returns it and how long it took.
     pub fn terminate(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
         let started = Instant::now();
-        testkit::sigterm(self.child.0.id())?;
-        let exit = self.child.0.wait()?;
+        let exit = self.server.terminate()?;
         Ok((exit, started.elapsed()))
     }
 }

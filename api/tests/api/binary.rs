@@ -1,12 +1,12 @@
 //! The `api` executable as an operator runs it: help, subcommands, bad
 //! configuration, and `serve` until SIGTERM.
 
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use testkit::ApiServer;
+use tokio::process::Command;
 
 const HANG: Duration = Duration::from_secs(60);
 
@@ -107,46 +107,6 @@ async fn serving_without_a_database_url_says_how_to_give_one() {
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 }
 
-/// Collects every line the child writes to stdout and stderr until it
-/// exits, and announces the address from the "listening on" line.
-fn follow_output(
-    child: &mut Child,
-) -> (
-    tokio::sync::oneshot::Receiver<String>,
-    tokio::task::JoinHandle<Vec<String>>,
-) {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (announce, address) = tokio::sync::oneshot::channel();
-    let lines = tokio::spawn(async move {
-        let mut announce = Some(announce);
-        let mut log = Vec::new();
-        let mut out = BufReader::new(stdout).lines();
-        let mut err = BufReader::new(stderr).lines();
-        let (mut out_open, mut err_open) = (true, true);
-        while out_open || err_open {
-            let line = tokio::select! {
-                line = out.next_line(), if out_open => line.ok().flatten().or_else(|| { out_open = false; None }),
-                line = err.next_line(), if err_open => line.ok().flatten().or_else(|| { err_open = false; None }),
-            };
-            let Some(line) = line else { continue };
-            if let Some((_, rest)) = line.split_once("listening on http://")
-                && let Some(sender) = announce.take()
-            {
-                let _ = sender.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-            log.push(line);
-        }
-        log
-    });
-    (address, lines)
-}
-
 #[sqlx::test(migrations = false)]
 async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
     let (url, password) = database_url(&pool, "pw-that-must-never-be-logged");
@@ -154,22 +114,24 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
         url.contains(&password),
         "the password is in the URL under test"
     );
-    let mut child = api()
-        .arg("serve")
+    let mut command = testkit::api_serve(Path::new(env!("CARGO_BIN_EXE_api")));
+    command
+        .current_dir(std::env::temp_dir())
+        .env("APP_PROFILE", "test")
         .env("DATABASE_URL", &url)
-        .env("APP_SERVER__PORT", "0")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let (address, output) = follow_output(&mut child);
+        .env("RUST_LOG", "debug");
+    let log = std::env::temp_dir().join(format!(
+        "api-serve-{}-{}.log",
+        std::process::id(),
+        pool.connect_options().get_database().unwrap_or_default()
+    ));
+    let mut server =
+        tokio::task::spawn_blocking(move || ApiServer::start(&mut command, &log, HANG))
+            .await
+            .expect("no panic")
+            .expect("listens");
 
-    let address = tokio::time::timeout(HANG, address)
-        .await
-        .expect("no hang")
-        .expect("listens");
-    let mut stream = tokio::net::TcpStream::connect(&address)
+    let mut stream = tokio::net::TcpStream::connect(server.address())
         .await
         .expect("connects");
     tokio::io::AsyncWriteExt::write_all(
@@ -182,21 +144,16 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
     tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
         .await
         .expect("reads");
-    let killed = testkit::sigterm(child.id().expect("running"));
-    let exit = tokio::time::timeout(HANG, child.wait())
+    let (exit, server) = tokio::task::spawn_blocking(move || (server.terminate(), server))
         .await
-        .expect("exits in time")
-        .expect("waits");
-    let log = output.await.expect("collects the output");
+        .expect("no panic");
+    let exit = exit.expect("SIGTERM sent and the exit seen");
+    let log = server.log();
 
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(killed.is_ok(), "{killed:?}");
     assert!(exit.success(), "{exit}");
-    assert!(log.iter().any(|line| line.contains("stopped")), "{log:?}");
-    assert!(
-        log.iter().all(|line| !line.contains(&password)),
-        "the password leaked: {log:?}"
-    );
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains(&password), "the password leaked: {log}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
         .fetch_one(&pool)
         .await
