@@ -151,6 +151,11 @@ pub struct RdsSettings {
     provisioning_keys: BTreeMap<String, figment::value::Value>,
 }
 
+impl RdsSettings {
+    /// The `rds.*` keys `serve` and `migrate` read (the fields above).
+    const READ_BY_SERVE: [&str; 5] = ["instance_id", "endpoint", "region", "db_name", "app_user"];
+}
+
 /// The `rds.*` keys only `api db provision` reads: how to create the
 /// instance and how long to wait for it.
 #[derive(Debug, Clone, Deserialize)]
@@ -355,6 +360,20 @@ impl Settings {
     /// Rules between keys, which no one key's type can carry.
     fn check(&self, figment: &Figment) -> Result<(), ConfigError> {
         let refuse = |key: &str, rule: &str| Err(refusal(figment, key, rule));
+        // An unknown `rds.*` key only warns in `serve` (provisioning reads
+        // the rest), unless it is a slip of a key serve reads: ignoring
+        // `rds.endpiont` would send the service somewhere else.
+        for key in self.rds.provisioning_keys.keys() {
+            if let Some(meant) = RdsSettings::READ_BY_SERVE
+                .iter()
+                .find(|known| strsim::damerau_levenshtein(key, known) <= 2)
+            {
+                return refuse(
+                    &format!("rds.{key}"),
+                    &format!("is not a setting: did you mean rds.{meant}, which serve reads?"),
+                );
+            }
+        }
         let database = &self.database;
         if database.statement_timeout_secs >= self.server.request_timeout_secs {
             return refuse(
@@ -652,6 +671,30 @@ mod tests {
             assert_eq!(settings.cors.allowed_origins, ["https://example.com"]);
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_slip_of_a_key_serve_reads_is_refused_with_the_key_meant() {
+        for (variable, slip, meant) in [
+            ("APP_RDS__ENDPIONT", "rds.endpiont", "rds.endpoint"),
+            ("APP_RDS__INSTANCEID", "rds.instanceid", "rds.instance_id"),
+            ("APP_RDS__APP_USR", "rds.app_usr", "rds.app_user"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env(variable, "notes-db:5432");
+                let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+                assert!(
+                    message.contains(&format!("{slip} is not a setting: did you mean {meant}")),
+                    "{message}"
+                );
+                assert!(
+                    message.contains(&format!("(set in environment variable {variable})")),
+                    "{message}"
+                );
+                Ok(())
+            });
+        }
     }
 
     #[test]
