@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use domain::progress::Progress;
 
 use crate::config::Settings;
 use crate::startup::{Application, shutdown_signal};
@@ -141,15 +142,15 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
     let config = rds::sdk_config(&settings.rds).await?;
     let client = aws_sdk_rds::Client::new(&config);
     if let Some(provisioning) = provisioning {
-        let mut progress = Progress::new();
+        let progress = Progress::new("rds");
         let report = rds::provision(
             &client,
             &settings.rds,
             &provisioning,
-            &mut |status, elapsed| progress.status(status, elapsed),
+            &mut |status, _waited| progress.say(status),
         )
         .await;
-        progress.finish();
+        drop(progress);
         return print_report(&report?, json);
     }
     let id = settings
@@ -202,64 +203,6 @@ fn print_report(report: &rds::InstanceReport, json: bool) -> anyhow::Result<()> 
         report.master_secret_arn.as_deref().unwrap_or("-")
     );
     Ok(())
-}
-
-/// Waiting progress on stderr: status changes with the time waited; on a
-/// terminal a spinner keeps the elapsed time moving in between.
-struct Progress {
-    /// The spinner's task and what it shows, on a terminal only.
-    ticker: Option<(
-        tokio::task::JoinHandle<()>,
-        std::sync::Arc<std::sync::Mutex<String>>,
-    )>,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        use std::io::IsTerminal as _;
-        if !std::io::stderr().is_terminal() {
-            return Progress { ticker: None };
-        }
-        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let line = std::sync::Arc::clone(&shown);
-        let started = std::time::Instant::now();
-        let task = tokio::spawn(async move {
-            let frames = ['|', '/', '-', '\\'];
-            for frame in frames.iter().cycle() {
-                let status = line.lock().map(|status| status.clone()).unwrap_or_default();
-                if !status.is_empty() {
-                    eprint!("\r{frame} {status} ({})   ", elapsed(started.elapsed()));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        });
-        Progress {
-            ticker: Some((task, shown)),
-        }
-    }
-
-    fn status(&mut self, status: &str, waited: std::time::Duration) {
-        if let Some((_, shown)) = &self.ticker {
-            eprintln!("\r{status} after {}        ", elapsed(waited));
-            if let Ok(mut line) = shown.lock() {
-                *line = status.to_owned();
-            }
-        } else {
-            eprintln!("rds: {status} after {}", elapsed(waited));
-        }
-    }
-
-    fn finish(self) {
-        if let Some((task, _)) = self.ticker {
-            task.abort();
-            eprintln!();
-        }
-    }
-}
-
-fn elapsed(duration: std::time::Duration) -> String {
-    let secs = duration.as_secs();
-    format!("{}m{:02}s", secs / 60, secs % 60)
 }
 
 /// Reads `.env` (when present), then the layered settings.

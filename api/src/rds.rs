@@ -8,6 +8,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::Client;
 use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::{DbInstance, Tag};
+use domain::wait::{self, Look, Patience};
 
 pub use domain::db_report::{Endpoint, InstanceReport, StatusReport};
 
@@ -297,29 +298,36 @@ pub async fn wait_available(
 ) -> Result<DbInstance, RdsError> {
     let started = Instant::now();
     let mut last = String::new();
-    loop {
-        let instance = existing(client, id).await?;
-        let status = instance
-            .db_instance_status()
-            .unwrap_or("unknown")
-            .to_owned();
-        if status != last {
-            progress(&status, started.elapsed());
-            last.clone_from(&status);
-        }
-        check_state(&instance)?;
-        if status == "available" {
-            return Ok(instance);
-        }
-        if started.elapsed() >= timeout {
-            return Err(RdsError::Timeout {
-                id: id.to_owned(),
-                status,
-                waited_secs: started.elapsed().as_secs(),
-            });
-        }
-        tokio::time::sleep(poll).await;
-    }
+    let patience = Patience {
+        timeout,
+        every: poll,
+    };
+    wait::until(
+        patience,
+        async || {
+            let instance = existing(client, id).await?;
+            let status = instance
+                .db_instance_status()
+                .unwrap_or("unknown")
+                .to_owned();
+            if status != last {
+                progress(&status, started.elapsed());
+                last.clone_from(&status);
+            }
+            check_state(&instance)?;
+            Ok(if status == "available" {
+                Look::Done(instance)
+            } else {
+                Look::NotYet(status)
+            })
+        },
+        |timed_out| RdsError::Timeout {
+            id: id.to_owned(),
+            status: timed_out.last,
+            waited_secs: timed_out.waited.as_secs(),
+        },
+    )
+    .await
 }
 
 /// `api db provision`: describe; create when missing and wait until

@@ -14,6 +14,8 @@ use aws_sdk_elasticbeanstalk::types::{
     EnvironmentHealth, EnvironmentStatus, EventDescription, EventSeverity, S3Location,
 };
 
+use domain::wait::{self, Look};
+
 use crate::{Progress, Target, Timing};
 
 /// Platform picked when none is named: the newest Go platform on Amazon
@@ -393,33 +395,38 @@ pub async fn wait_processed(
     timing: &Timing,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let status = version_status(client, &target.application, label)
-            .await?
-            .with_context(|| format!("version {label} is missing right after its creation"))?;
-        match status {
-            ApplicationVersionStatus::Processed => {
-                progress.say(&format!("version {label} is processed"));
-                return Ok(());
+    wait::until(
+        timing.patience(),
+        async || {
+            let status = version_status(client, &target.application, label)
+                .await?
+                .with_context(|| format!("version {label} is missing right after its creation"))?;
+            match status {
+                ApplicationVersionStatus::Processed => {
+                    progress.say(&format!("version {label} is processed"));
+                    Ok(Look::Done(()))
+                }
+                ApplicationVersionStatus::Failed => {
+                    let reasons = error_events(client, &target.application, Some(label)).await;
+                    bail!(
+                        "Elastic Beanstalk refused the bundle of version {label}{}",
+                        reasons
+                            .map(|reasons| format!(": {reasons}"))
+                            .unwrap_or_default()
+                    );
+                }
+                other => Ok(Look::NotYet(other.as_str().to_owned())),
             }
-            ApplicationVersionStatus::Failed => {
-                let reasons = error_events(client, &target.application, Some(label)).await;
-                bail!(
-                    "Elastic Beanstalk refused the bundle of version {label}{}",
-                    reasons
-                        .map(|reasons| format!(": {reasons}"))
-                        .unwrap_or_default()
-                );
-            }
-            other if started.elapsed() >= timing.timeout => bail!(
+        },
+        |timed_out| {
+            anyhow!(
                 "version {label} is still {} after {}s",
-                other.as_str(),
-                started.elapsed().as_secs()
-            ),
-            _ => tokio::time::sleep(timing.poll).await,
-        }
-    }
+                timed_out.last,
+                timed_out.waited.as_secs()
+            )
+        },
+    )
+    .await
 }
 
 /// The error events of an application (or one of its versions), newest
@@ -593,37 +600,45 @@ pub async fn update_environment(
 pub async fn wait_settled(
     client: &Client,
     target: &Target,
-    mut environment: EnvironmentDescription,
+    environment: EnvironmentDescription,
     timing: &Timing,
     progress: &Progress,
 ) -> anyhow::Result<EnvironmentDescription> {
-    let started = Instant::now();
-    loop {
-        match environment.status() {
-            Some(EnvironmentStatus::Ready) => return Ok(environment),
-            Some(status @ (EnvironmentStatus::Terminated | EnvironmentStatus::Terminating)) => {
-                bail!("environment {} is {}", target.environment, status.as_str())
-            }
-            status => {
-                let status = status.map_or("unknown", EnvironmentStatus::as_str);
-                if started.elapsed() >= timing.timeout {
-                    bail!(
-                        "environment {} stayed {status} for {}s; another operation is running",
-                        target.environment,
-                        started.elapsed().as_secs()
-                    );
+    let mut given = Some(environment);
+    wait::until(
+        timing.patience(),
+        async || {
+            let environment = match given.take() {
+                Some(environment) => environment,
+                None => find_environment(client, target)
+                    .await?
+                    .with_context(|| format!("environment {} disappeared", target.environment))?,
+            };
+            match environment.status() {
+                Some(EnvironmentStatus::Ready) => Ok(Look::Done(environment)),
+                Some(status @ (EnvironmentStatus::Terminated | EnvironmentStatus::Terminating)) => {
+                    bail!("environment {} is {}", target.environment, status.as_str())
                 }
-                progress.say(&format!(
-                    "environment {} is {status}; waiting for the running operation to end",
-                    target.environment
-                ));
+                status => {
+                    let status = status.map_or("unknown", EnvironmentStatus::as_str);
+                    progress.say(&format!(
+                        "environment {} is {status}; waiting for the running operation to end",
+                        target.environment
+                    ));
+                    Ok(Look::NotYet(status.to_owned()))
+                }
             }
-        }
-        tokio::time::sleep(timing.poll).await;
-        environment = find_environment(client, target)
-            .await?
-            .with_context(|| format!("environment {} disappeared", target.environment))?;
-    }
+        },
+        |timed_out| {
+            anyhow!(
+                "environment {} stayed {} for {}s; another operation is running",
+                target.environment,
+                timed_out.last,
+                timed_out.waited.as_secs()
+            )
+        },
+    )
+    .await
 }
 
 /// The events of the environment since a time, printed once each, oldest
@@ -689,63 +704,68 @@ pub async fn wait_ready_green(
     timing: &Timing,
     progress: &Progress,
 ) -> anyhow::Result<EnvironmentDescription> {
-    let started = Instant::now();
     let mut events = EventLog::default();
     let mut last = String::new();
     let mut ready_since: Option<Instant> = None;
-    loop {
-        events.follow(client, target, operation, progress).await?;
-        let environment = find_environment(client, target)
-            .await?
-            .with_context(|| format!("environment {} was terminated", target.environment))?;
-        let status = environment.status().cloned();
-        let health = environment.health().cloned();
-        let now = format!(
-            "{} / health {} / version {}",
-            status.as_ref().map_or("unknown", EnvironmentStatus::as_str),
-            health.as_ref().map_or("unknown", EnvironmentHealth::as_str),
-            environment.version_label().unwrap_or("none")
-        );
-        if now != last {
-            progress.say(&format!("environment {}: {now}", target.environment));
-            last = now;
-        }
-        if status == Some(EnvironmentStatus::Ready) {
-            if let Some(error) = &events.first_error {
-                bail!("Elastic Beanstalk reported an error: {error}");
-            }
-            if environment.version_label() != Some(label) {
-                bail!(
-                    "environment {} is Ready on version {}, not {label}",
-                    target.environment,
-                    environment.version_label().unwrap_or("none")
-                );
-            }
-            if health == Some(EnvironmentHealth::Green) {
-                return Ok(environment);
-            }
-            let ready_for = ready_since.get_or_insert_with(Instant::now).elapsed();
-            if ready_for >= timing.green_grace {
-                bail!(
-                    "environment {} is Ready but its health is {} after {}s \
-                     (see `eb health` or the console's Health page)",
-                    target.environment,
-                    health.as_ref().map_or("unknown", EnvironmentHealth::as_str),
-                    ready_for.as_secs()
-                );
-            }
-        } else {
-            ready_since = None;
-        }
-        if started.elapsed() >= timing.timeout {
-            bail!(
-                "environment {} is not Ready and Green after {}s ({last})",
-                target.environment,
-                started.elapsed().as_secs()
+    let current = wait::until(
+        timing.patience(),
+        async || {
+            events.follow(client, target, operation, progress).await?;
+            let environment = find_environment(client, target)
+                .await?
+                .with_context(|| format!("environment {} was terminated", target.environment))?;
+            let status = environment.status().cloned();
+            let health = environment.health().cloned();
+            let now = format!(
+                "{} / health {} / version {}",
+                status.as_ref().map_or("unknown", EnvironmentStatus::as_str),
+                health.as_ref().map_or("unknown", EnvironmentHealth::as_str),
+                environment.version_label().unwrap_or("none")
             );
-        }
-        tokio::time::sleep(timing.poll).await;
-    }
+            if now != last {
+                progress.say(&format!("environment {}: {now}", target.environment));
+                last.clone_from(&now);
+            }
+            if status == Some(EnvironmentStatus::Ready) {
+                if let Some(error) = &events.first_error {
+                    bail!("Elastic Beanstalk reported an error: {error}");
+                }
+                if environment.version_label() != Some(label) {
+                    bail!(
+                        "environment {} is Ready on version {}, not {label}",
+                        target.environment,
+                        environment.version_label().unwrap_or("none")
+                    );
+                }
+                if health == Some(EnvironmentHealth::Green) {
+                    return Ok(Look::Done(environment));
+                }
+                let ready_for = ready_since.get_or_insert_with(Instant::now).elapsed();
+                if ready_for >= timing.green_grace {
+                    bail!(
+                        "environment {} is Ready but its health is {} after {}s \
+                         (see `eb health` or the console's Health page)",
+                        target.environment,
+                        health.as_ref().map_or("unknown", EnvironmentHealth::as_str),
+                        ready_for.as_secs()
+                    );
+                }
+            } else {
+                ready_since = None;
+            }
+            Ok(Look::NotYet(now))
+        },
+        |timed_out| {
+            anyhow!(
+                "environment {} is not Ready and Green after {}s ({})",
+                target.environment,
+                timed_out.waited.as_secs(),
+                timed_out.last
+            )
+        },
+    )
+    .await?;
+    Ok(current)
 }
 
 /// The environment's URL: its CNAME over HTTP (the load balancer's default

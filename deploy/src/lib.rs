@@ -13,13 +13,15 @@ pub mod provision;
 pub mod smoke;
 pub mod upload;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use aws_sdk_elasticbeanstalk::types::EnvironmentHealth;
 
 pub use crate::eb::{EnvironmentFlags, NewEnvironment, OptionSetting};
+pub use domain::progress::Progress;
+use domain::wait::Patience;
 
 /// Where the bundle goes: names of the application, environment and bucket.
 #[derive(Debug, Clone)]
@@ -51,32 +53,13 @@ pub struct Timing {
     pub green_grace: Duration,
 }
 
-/// Progress for the person (or the CI log) watching: one line per change,
-/// with the time since the deploy started.
-#[derive(Debug)]
-pub struct Progress {
-    /// When the deploy started.
-    started: Instant,
-}
-
-impl Progress {
-    /// Starts the clock.
-    pub fn new() -> Progress {
-        Progress {
-            started: Instant::now(),
+impl Timing {
+    /// The patience of each wait: look every `poll`, up to `timeout`.
+    pub fn patience(&self) -> Patience {
+        Patience {
+            timeout: self.timeout,
+            every: self.poll,
         }
-    }
-
-    /// Prints a line to stderr.
-    pub fn say(&self, message: &str) {
-        let secs = self.started.elapsed().as_secs();
-        eprintln!("deploy: [{:>2}m{:02}s] {message}", secs / 60, secs % 60);
-    }
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress::new()
     }
 }
 

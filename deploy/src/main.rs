@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout: Duration::from_secs(cli.timeout_secs),
             green_grace: Duration::from_secs(cli.green_grace_secs),
         },
-        progress: Progress::new(),
+        progress: Progress::new("deploy"),
     };
 
     if cli.dry_run {

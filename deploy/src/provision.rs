@@ -23,10 +23,10 @@ pub fn provision(api: &Path, progress: &Progress) -> anyhow::Result<InstanceRepo
     if std::env::var_os("APP_PROFILE").is_none() {
         command.env("APP_PROFILE", "prod");
     }
-    let output = command
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
+    // Its own progress (lines, and a spinner on a terminal) replaces ours
+    // while it runs.
+    let output = progress
+        .suspend(|| command.stdin(Stdio::null()).stderr(Stdio::inherit()).output())
         .with_context(|| format!("starting {}", api.display()))?;
     if !output.status.success() {
         bail!("`api db provision` failed ({})", output.status);

@@ -1,9 +1,9 @@
 //! The smoke test of a deployed environment: `/health`, then a `POST /data`
 //! and the `GET`s that must return what it stored.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, anyhow, ensure};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -11,6 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+
+use domain::wait::{self, Look, Patience};
 
 use crate::Progress;
 
@@ -82,20 +84,24 @@ pub async fn check(
     let client = client()?;
     progress.say(&format!("smoke test of {base}"));
 
-    let started = Instant::now();
-    loop {
-        match send(&client, Method::GET, &format!("{base}/health"), None).await {
-            Ok((StatusCode::OK, _)) => break,
-            outcome if started.elapsed() >= patience => {
-                let outcome = match outcome {
-                    Ok((status, body)) => format!("answered {status} {body}"),
-                    Err(error) => format!("{error:#}"),
-                };
-                bail!("GET {base}/health {outcome}");
-            }
-            _ => tokio::time::sleep(Duration::from_secs(2).min(patience)).await,
-        }
-    }
+    let every = Duration::from_secs(2);
+    wait::until(
+        Patience {
+            timeout: patience,
+            every,
+        },
+        async || {
+            Ok(
+                match send(&client, Method::GET, &format!("{base}/health"), None).await {
+                    Ok((StatusCode::OK, _)) => Look::Done(()),
+                    Ok((status, body)) => Look::NotYet(format!("answered {status} {body}")),
+                    Err(error) => Look::NotYet(format!("{error:#}")),
+                },
+            )
+        },
+        |timed_out| anyhow!("GET {base}/health {}", timed_out.last),
+    )
+    .await?;
     progress.say("  GET /health: 200");
 
     let note = json!({

@@ -212,7 +212,7 @@ fn deployer_with(eb_rules: &[&Rule], put: &Rule, green_grace: Duration) -> Deplo
         eb: mock_client!(aws_sdk_elasticbeanstalk, RuleMode::MatchAny, eb_rules),
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[put]),
         timing: timing(green_grace),
-        progress: Progress::new(),
+        progress: Progress::new("deploy"),
     }
 }
 

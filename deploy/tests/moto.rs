@@ -22,7 +22,7 @@ async fn moto() -> Deployer {
             timeout: Duration::from_secs(10),
             green_grace: Duration::from_secs(1),
         },
-        progress: Progress::new(),
+        progress: Progress::new("deploy"),
     }
 }
 

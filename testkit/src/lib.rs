@@ -1,7 +1,7 @@
 //! Test fixtures shared by `cargo xtask` (its scenarios, the rehearsal, the
 //! benchmark) and the api's integration tests, so that each exists once:
 //! the project's folders, free ports, a child's clean environment, SIGTERM,
-//! and the api as a process on port 0.
+//! the api as a process on port 0, and the one wait loop.
 //!
 //! Only the standard library: the api's tests and xtask both build it
 //! without pulling anything in.
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn project_root() -> PathBuf {
@@ -77,6 +77,35 @@ pub fn sigterm(pid: u32) -> io::Result<()> {
         Err(io::Error::other(format!(
             "kill -TERM {pid} failed ({status})"
         )))
+    }
+}
+
+/// How often [`wait_until`] looks.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
+
+/// Looks every 10 ms until `ready` answers true and returns how long that
+/// took; a failed look ends the wait with its error, and `within` passing
+/// first with "waited … for `what`" (an [`io::ErrorKind::TimedOut`]).
+/// The one "look, check the deadline, sleep" loop of the fixtures.
+pub fn wait_until<E: From<io::Error>>(
+    what: &str,
+    within: Duration,
+    mut ready: impl FnMut() -> Result<bool, E>,
+) -> Result<Duration, E> {
+    let started = Instant::now();
+    loop {
+        if ready()? {
+            return Ok(started.elapsed());
+        }
+        let Some(left) = within.checked_sub(started.elapsed()).filter(|left| !left.is_zero())
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("waited {within:?} for {what}"),
+            )
+            .into());
+        };
+        std::thread::sleep(LOOK_EVERY.min(left));
     }
 }
 
@@ -325,6 +354,29 @@ mod tests {
         assert!(!exit.success(), "ended by SIGTERM: {exit}");
         assert!(server.log().contains("listening on"), "{}", server.log());
         let _ = std::fs::remove_file(log);
+    }
+
+    #[test]
+    fn waiting_ends_when_ready_on_a_failed_look_or_at_the_deadline() {
+        let mut looks = 0;
+        let took = wait_until::<io::Error>("the third look", Duration::from_secs(30), || {
+            looks += 1;
+            Ok(looks == 3)
+        })
+        .expect("ready on the third look");
+        assert_eq!(looks, 3);
+        assert!(took >= 2 * LOOK_EVERY, "{took:?}");
+
+        let failed = wait_until::<io::Error>("nothing", Duration::from_secs(30), || {
+            Err(io::Error::other("the process exited"))
+        })
+        .unwrap_err();
+        assert_eq!(failed.to_string(), "the process exited");
+
+        let timed_out =
+            wait_until::<io::Error>("a reply", Duration::from_millis(30), || Ok(false)).unwrap_err();
+        assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(timed_out.to_string(), "waited 30ms for a reply");
     }
 
     #[test]

@@ -227,16 +227,19 @@ impl VirtualDisplay {
                 .spawn()
                 .context("starting Xvfb")?,
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket(number).exists() {
-            if let Some(exit) = server.0.try_wait().context("waiting for Xvfb")? {
-                bail!("Xvfb exited ({exit}) before it opened display {name}");
-            }
-            if Instant::now() > deadline {
-                bail!("Xvfb did not open display {name} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        testkit::wait_until(
+            &format!("Xvfb to open display {name}"),
+            Duration::from_secs(10),
+            || {
+                if socket(number).exists() {
+                    return Ok(true);
+                }
+                if let Some(exit) = server.0.try_wait().context("waiting for Xvfb")? {
+                    bail!("Xvfb exited ({exit}) before it opened display {name}");
+                }
+                Ok(false)
+            },
+        )?;
         Ok(VirtualDisplay {
             _server: server,
             name,

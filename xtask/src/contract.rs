@@ -149,13 +149,11 @@ impl Moto {
             address,
             port,
         };
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect((address, port)).is_err() {
-            if started.elapsed() > std::time::Duration::from_secs(30) {
-                bail!("moto did not start within 30 s: see target/moto-{port}.log");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        testkit::wait_until(
+            &format!("moto to listen on {address}:{port} (its log: target/moto-{port}.log)"),
+            std::time::Duration::from_secs(30),
+            || Ok::<_, std::io::Error>(std::net::TcpStream::connect((address, port)).is_ok()),
+        )?;
         status(&format!("moto (AWS emulator) on {address}:{port}"));
         Ok(moto)
     }

@@ -112,15 +112,12 @@ impl Load {
     /// Returns once `count` writes in all have been acknowledged: the load
     /// is under way, with writes in flight.
     pub fn wait_for_acknowledged(&self, count: usize, within: Duration) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while self.acknowledged() < count {
-            anyhow::ensure!(
-                started.elapsed() < within,
-                "{} of {count} writes acknowledged after {within:?}",
-                self.acknowledged()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        testkit::wait_until(&format!("{count} acknowledged writes"), within, || {
+            Ok::<_, std::io::Error>(self.acknowledged() >= count)
+        })
+        .map_err(|error| {
+            anyhow::anyhow!("{error}: {} acknowledged", self.acknowledged())
+        })?;
         Ok(())
     }
 

@@ -82,20 +82,16 @@ fn outage(cluster: &Cluster, out: &std::path::Path) -> anyhow::Result<serde_json
     }
     cluster.launch()?;
     load.set_phase(2);
-    let restarted = Instant::now();
-    while api
-        .send("GET", "/health/ready", None)
-        .map(|reply| reply.status)
-        .ok()
-        != Some(200)
-    {
-        ensure!(
-            restarted.elapsed() < Duration::from_secs(30),
-            "the service did not recover within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let recovered_after = restarted.elapsed();
+    let recovered_after = testkit::wait_until(
+        "the service to recover (a 200 from GET /health/ready)",
+        Duration::from_secs(30),
+        || {
+            Ok::<_, std::io::Error>(
+                api.send("GET", "/health/ready", None)
+                    .is_ok_and(|reply| reply.status == 200),
+            )
+        },
+    )?;
     load.wait_for_acknowledged(load.acknowledged() + WRITES_PER_PHASE, PHASE_WITHIN)?;
     let outcomes = load.finish();
     drop(api);

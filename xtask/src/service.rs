@@ -59,14 +59,12 @@ impl ApiProcess {
 
 /// Polls `GET /health` on a local port until it answers 200.
 pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("nothing answered /health on port {port} within {within:?}")
+    testkit::wait_until(
+        &format!("a 200 from GET /health on port {port}"),
+        within,
+        || Ok::<_, std::io::Error>(send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200)),
+    )?;
+    Ok(())
 }
 
 /// SIGTERMs a child process and waits for it when dropped.

@@ -309,14 +309,11 @@ fn scenario(
     let scaled = environment.launch(v2, false)?;
     environment.attach(&scaled)?;
     let served_before = served(&environment.lb, &scaled);
-    let reached = Instant::now();
-    while served(&environment.lb, &scaled) < served_before + 5 {
-        ensure!(
-            reached.elapsed() < Duration::from_secs(20),
-            "the scaled-out instance {scaled} received no traffic"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testkit::wait_until(
+        &format!("the scaled-out instance {scaled} to receive traffic"),
+        Duration::from_secs(20),
+        || Ok::<_, std::io::Error>(served(&environment.lb, &scaled) >= served_before + 5),
+    )?;
     let outcomes = load.finish();
 
     let failed: Vec<String> = outcomes

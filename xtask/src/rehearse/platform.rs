@@ -543,23 +543,20 @@ impl Instance {
             .context("starting nginx")?;
         self.nginx = Some(child);
         // nginx is up once it accepts on 80 inside the namespace.
-        let started = Instant::now();
-        loop {
-            let probe = self
-                .net
-                .command("bash")
-                .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/80"])
-                .stderr(Stdio::null())
-                .status();
-            if probe.is_ok_and(|exit| exit.success()) {
-                return Ok(());
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(10),
-                "nginx did not listen on port 80 within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        testkit::wait_until(
+            "nginx to listen on port 80 in the instance",
+            Duration::from_secs(10),
+            || {
+                let probe = self
+                    .net
+                    .command("bash")
+                    .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/80"])
+                    .stderr(Stdio::null())
+                    .status();
+                Ok::<_, std::io::Error>(probe.is_ok_and(|exit| exit.success()))
+            },
+        )?;
+        Ok(())
     }
 
     /// What listens on TCP inside the instance (for failure messages).
