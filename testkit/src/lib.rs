@@ -1,10 +1,16 @@
-//! Test fixtures shared by `cargo xtask` (its scenarios, the rehearsal, the
-//! benchmark) and the api's integration tests, so that each exists once:
-//! the project's folders, free ports, a child's clean environment, SIGTERM,
-//! the api as a process on port 0, and the one wait loop.
-//!
-//! Only the standard library: the api's tests and xtask both build it
-//! without pulling anything in.
+//! Test fixtures shared by `cargo xtask` (its tasks, the rehearsal, the
+//! benchmark) and the integration tests, so that each exists once: the
+//! project's folders, commands run to completion, free ports, a child's
+//! clean environment, SIGTERM, the one wait loop, the api as a process on
+//! port 0 ([`ApiServer`]), PostgreSQL clusters ([`postgres`]), test
+//! certificates ([`tls`]), hosts in network namespaces ([`network`]), a
+//! minimal HTTP client ([`http`]) and write load ([`load`]).
+
+pub mod http;
+pub mod load;
+pub mod network;
+pub mod postgres;
+pub mod tls;
 
 use std::fs::File;
 use std::io::{self, BufRead as _, BufReader, Read, Write as _};
@@ -77,6 +83,57 @@ pub fn sigterm(pid: u32) -> io::Result<()> {
         Err(io::Error::other(format!(
             "kill -TERM {pid} failed ({status})"
         )))
+    }
+}
+
+/// Runs a command to completion; a non-zero exit is an error naming it.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let exit = command
+        .status()
+        .map_err(|error| anyhow::anyhow!("starting {:?}: {error}", command.get_program()))?;
+    if !exit.success() {
+        anyhow::bail!(
+            "{:?} {:?} failed ({exit})",
+            command.get_program(),
+            command.get_args().collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// The first `program` on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
+}
+
+/// A progress line for the person at the terminal.
+pub fn status(message: &str) {
+    eprintln!("xtask: {message}");
+}
+
+/// The start of a named step in a long task.
+pub fn step(message: &str) {
+    eprintln!("\nxtask: ==> {message}");
+}
+
+/// Installs the npm packages of `package-lock.json` (`npm ci`): the
+/// browser tests' drivers, the linters, npm's PostgreSQL 16.
+pub fn npm_ci() -> anyhow::Result<()> {
+    status("installing npm packages (npm ci)");
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(project_root())
+        .status();
+    match npm {
+        Ok(exit) if exit.success() => Ok(()),
+        Ok(exit) => anyhow::bail!("npm ci failed ({exit})"),
+        Err(_) => anyhow::bail!(
+            "npm was not found: install Node.js 20 or newer with npm (Debian/Ubuntu: `sudo apt-get install nodejs npm`)"
+        ),
     }
 }
 
@@ -181,6 +238,27 @@ impl ApiServer {
                 )))
             }
         }
+    }
+
+    /// `binary` serving `database_url` with the `test` profile and the
+    /// given extra settings, logging to `log`; returns once it listens.
+    pub fn test_profile(
+        binary: &Path,
+        database_url: &str,
+        log: &Path,
+        settings: &[(&str, &str)],
+    ) -> io::Result<ApiServer> {
+        let mut command = api_serve(binary);
+        command
+            .env("DATABASE_URL", database_url)
+            .env("APP_PROFILE", "test")
+            .envs(settings.iter().copied());
+        ApiServer::start(&mut command, log, Duration::from_secs(60))
+    }
+
+    /// Sends one request to it (over a fresh connection).
+    pub fn send(&self, method: &str, path: &str, body: Option<&str>) -> io::Result<http::Reply> {
+        http::send(self.port(), method, path, body)
     }
 
     /// The address it listens on.

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use testkit::{ApiServer, api_serve, free_port, target_dir, without_app_settings};
 
-use crate::postgres::Cluster;
-use crate::service::{Terminating, send, wait_healthy};
+use testkit::postgres::Cluster;
+use testkit::http::{Terminating, send, wait_healthy};
 use crate::{cargo, project_root, run, status, step, web, which};
 
 /// Rows loaded before measuring, as the issue asks.

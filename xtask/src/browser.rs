@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::postgres::Cluster;
+use testkit::postgres::Cluster;
 use testkit::target_dir;
 
-use crate::service::{ApiProcess, Terminating};
+use testkit::ApiServer;
+use testkit::http::Terminating;
 use crate::{project_root, run, status, step, which};
 
 /// geckodriver, Firefox's WebDriver server, built from crates.io.
@@ -79,7 +80,8 @@ pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
     let out = target_dir().join("browser");
     std::fs::create_dir_all(&out)?;
     let web_dir = project_root().join("web/dist");
-    let api = ApiProcess::start(
+    let api = ApiServer::test_profile(
+        &crate::debug_api()?,
         &cluster.url(&database),
         &out.join("api.log"),
         &[("APP_WEB__DIR", &web_dir.to_string_lossy())],

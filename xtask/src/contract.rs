@@ -7,10 +7,11 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::postgres::Cluster;
+use testkit::postgres::Cluster;
 use testkit::{free_port, target_dir};
 
-use crate::service::{ApiProcess, Terminating};
+use testkit::ApiServer;
+use testkit::http::Terminating;
 use crate::{project_root, run, status};
 
 /// The schemathesis release the checks were written against.
@@ -38,7 +39,12 @@ pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
     cluster.create_database(&database)?;
     let out = target_dir().join("contract");
     std::fs::create_dir_all(&out)?;
-    let api = ApiProcess::start(&cluster.url(&database), &out.join("api.log"), &[])?;
+    let api = ApiServer::test_profile(
+        &crate::debug_api()?,
+        &cluster.url(&database),
+        &out.join("api.log"),
+        &[],
+    )?;
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
     run(Command::new(schemathesis)
         .args([

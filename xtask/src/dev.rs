@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::postgres::Cluster;
+use testkit::postgres::Cluster;
 use testkit::target_dir;
 
-use crate::service::{Terminating, wait_healthy};
+use testkit::http::{Terminating, wait_healthy};
 use crate::{cargo, project_root, run, status, step, web};
 
 /// What the api is built from.

@@ -12,13 +12,8 @@ mod deploy;
 mod dev;
 mod ebextensions;
 mod lint;
-mod load;
-mod postgres;
 mod rehearse;
-mod reliability;
-mod service;
 mod sqlx_data;
-mod tls;
 mod web;
 
 use std::path::PathBuf;
@@ -26,9 +21,10 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use testkit::project_root;
+use testkit::{project_root, run, status, step, which};
 
-use crate::postgres::Cluster;
+use testkit::postgres::Cluster;
+use testkit::tls::TestCertificates;
 
 /// Project tasks: run the app, run every test, regenerate committed files.
 #[derive(Debug, Parser)]
@@ -132,7 +128,7 @@ impl Task {
             } => test(&browsers, &only, &cargo_test_args),
             Task::Browsers { browsers } => browsers_only(&browsers),
             Task::Web { force } => web::build(force),
-            Task::Reliability => reliability::run(),
+            Task::Reliability => reliability(),
             Task::Bundle => bundle::build().map(|_| ()),
             Task::Rehearse => rehearse::run_rehearsal(),
             Task::Deploy { args } => deploy::deploy(&args),
@@ -241,6 +237,8 @@ fn test(
             cargo()
                 .args(["test", "--workspace", "--locked"])
                 .args(including_ignored(cargo_test_args))
+                // The reliability scenarios are a part of their own.
+                .args(["--skip", "scenarios::"])
                 .env("DATABASE_URL", &database_url)
                 // The TLS tests: a server certificate for `localhost` from this CA.
                 .env("TEST_TLS_CA", &certificates.ca)
@@ -255,7 +253,7 @@ fn test(
         contract::fuzz(&started(&mut database)?.0)?;
     }
     if runs(Part::Reliability) {
-        reliability::run()?;
+        reliability()?;
     }
     if runs(Part::Rehearsal) {
         rehearse::run_rehearsal()?;
@@ -305,12 +303,12 @@ fn including_ignored(cargo_test_args: &[String]) -> Vec<String> {
 /// The test suite's throwaway cluster, which accepts TLS with a certificate
 /// from the test CA; started on first use.
 fn started(
-    database: &mut Option<(Cluster, tls::TestCertificates)>,
-) -> anyhow::Result<&(Cluster, tls::TestCertificates)> {
+    database: &mut Option<(Cluster, TestCertificates)>,
+) -> anyhow::Result<&(Cluster, TestCertificates)> {
     let running = match database.take() {
         Some(running) => running,
         None => {
-            let certificates = tls::make()?;
+            let certificates = testkit::tls::make()?;
             (
                 Cluster::throwaway_with("test", Some(&certificates))?,
                 certificates,
@@ -360,38 +358,29 @@ fn cargo() -> Command {
     command
 }
 
-/// Runs a command to completion; a non-zero exit is an error naming it.
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let exit = command
-        .status()
-        .with_context(|| format!("starting {:?}", command.get_program()))?;
-    if !exit.success() {
-        bail!(
-            "{:?} {:?} failed ({exit})",
-            command.get_program(),
-            command.get_args().collect::<Vec<_>>()
-        );
-    }
-    Ok(())
+/// The reliability scenarios (`api/tests/reliability.rs`), one at a time,
+/// with their progress and figures shown.
+fn reliability() -> anyhow::Result<()> {
+    step("reliability: PostgreSQL stopped and restarted under write load; SIGTERM under write load");
+    run(cargo().args([
+        "test",
+        "--package",
+        "api",
+        "--test",
+        "reliability",
+        "--locked",
+        "--",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]))
 }
 
-/// The first `program` on `PATH`.
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(program))
-            .find(|path| path.is_file())
-    })
-}
-
-/// A progress line for the person at the terminal.
-fn status(message: &str) {
-    eprintln!("xtask: {message}");
-}
-
-/// The start of a named step in a long task.
-fn step(message: &str) {
-    eprintln!("\nxtask: ==> {message}");
+/// Builds the debug `api` binary and returns its path.
+fn debug_api() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
+    Ok(testkit::target_dir().join("debug/api"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 
-use crate::postgres::Cluster;
+use testkit::postgres::Cluster;
 use crate::{cargo, project_root, run, status};
 
 /// Crates whose sources hold `query!` macros.

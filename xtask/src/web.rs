@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
+use testkit::npm_ci;
 
 use crate::{cargo, project_root, run, status, step};
 
@@ -165,23 +166,6 @@ pub fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
     }
     npm_ci()?;
     Ok(bin)
-}
-
-/// Installs the npm packages of `package-lock.json` (`npm ci`).
-pub fn npm_ci() -> anyhow::Result<()> {
-    let root = project_root();
-    status("installing npm packages (npm ci)");
-    let npm = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&root)
-        .status();
-    match npm {
-        Ok(exit) if exit.success() => Ok(()),
-        Ok(exit) => bail!("npm ci failed ({exit})"),
-        Err(_) => bail!(
-            "npm was not found: install Node.js 20 or newer with npm (Debian/Ubuntu: `sudo apt-get install nodejs npm`)"
-        ),
-    }
 }
 
 /// Writes `name.br` and `name.gz` beside every compressible file.

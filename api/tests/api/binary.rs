@@ -131,26 +131,18 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
             .expect("no panic")
             .expect("listens");
 
-    let mut stream = tokio::net::TcpStream::connect(server.address())
+    let port = server.port();
+    let response = tokio::task::spawn_blocking(move || testkit::http::send(port, "GET", "/data", None))
         .await
-        .expect("connects");
-    tokio::io::AsyncWriteExt::write_all(
-        &mut stream,
-        b"GET /data HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n",
-    )
-    .await
-    .expect("writes");
-    let mut response = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
-        .await
-        .expect("reads");
+        .expect("no panic")
+        .expect("answers");
     let (exit, server) = tokio::task::spawn_blocking(move || (server.terminate(), server))
         .await
         .expect("no panic");
     let exit = exit.expect("SIGTERM sent and the exit seen");
     let log = server.log();
 
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(response.status, 200, "{response:?}");
     assert!(exit.success(), "{exit}");
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains(&password), "the password leaked: {log}");

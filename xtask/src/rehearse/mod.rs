@@ -19,7 +19,6 @@
 //! may be lost. Figures go to `target/rehearse/latest.json`.
 
 pub mod alb;
-pub mod network;
 pub mod platform;
 pub mod rds;
 
@@ -32,15 +31,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 
 use self::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
-use self::network::Vpc;
+use testkit::network::Vpc;
 use self::platform::{Bundle, Instance, Provided};
 use self::rds::Rds;
 use crate::bundle::{self, TARGET};
 use crate::contract::Moto;
-use crate::load::{Load, check_acknowledged, stored_ids};
+use testkit::load::{Load, check_acknowledged, stored_ids};
 use testkit::target_dir;
 
-use crate::service::{Reply, send, send_over};
+use testkit::http::{Reply, send, send_over};
 use crate::{status, step};
 
 /// Writers posting through the load balancer during the rollout.
@@ -174,7 +173,7 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
     platform::ensure_app_user()?;
     let mut vpc = Vpc::create()?;
     let moto = Moto::start_at(Vpc::gateway())?;
-    let certificates = crate::tls::make_in(&out.join("tls"))?;
+    let certificates = testkit::tls::make_in(&out.join("tls"))?;
     let api = target_dir().join(TARGET).join("release/api");
     let rds = Rds::start(&mut vpc, &moto, &api, &certificates, &out)?;
     let provided = Provided {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::network::{NetHost, privileged};
+use testkit::network::{self, NetHost, privileged};
 use crate::bundle::DEFAULT_APP_PORT;
 use crate::ebextensions::Config;
 use crate::status;
@@ -445,7 +445,7 @@ impl Instance {
     /// them; fails when one exits with an error.
     pub fn stop_app(&mut self) -> anyhow::Result<()> {
         if let Some(mut web) = self.web.take() {
-            crate::run(privileged("kill").args(["-TERM", &web.id().to_string()]))?;
+            network::signal("TERM", &[web.id().to_string()])?;
             let exit = web.wait()?;
             ensure!(
                 exit.success(),
@@ -458,9 +458,7 @@ impl Instance {
 
     fn stop_nginx(&mut self) {
         if let Some(mut nginx) = self.nginx.take() {
-            let _ = privileged("kill")
-                .args(["-QUIT", &nginx.id().to_string()])
-                .status();
+            let _ = network::signal("QUIT", &[nginx.id().to_string()]);
             let _ = nginx.wait();
         }
     }
@@ -598,9 +596,7 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.stop_nginx();
         if let Some(mut web) = self.web.take() {
-            let _ = privileged("kill")
-                .args(["-KILL", &web.id().to_string()])
-                .status();
+            let _ = network::signal("KILL", &[web.id().to_string()]);
             let _ = web.wait();
         }
     }

@@ -23,10 +23,10 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use domain::db_report::{Endpoint, InstanceReport};
 
-use super::network::{NetHost, Vpc};
+use testkit::network::{NetHost, Vpc};
 use crate::contract::{Moto, tools_python};
-use crate::postgres::{Cluster, Spec};
-use crate::tls::{TestCertificates, server_certificate};
+use testkit::postgres::{Cluster, Spec};
+use testkit::tls::{TestCertificates, server_certificate};
 use crate::{status, step};
 
 /// The instance the bundle's `.ebextensions` name.
@@ -111,7 +111,7 @@ impl Rds {
         );
         let cluster = Cluster::start_spec(Spec {
             name: "rds",
-            bin: crate::postgres::embedded_postgres_bin()?,
+            bin: testkit::postgres::embedded_postgres_bin()?,
             superuser: "rdsadmin",
             host: host.clone(),
             settings: vec![

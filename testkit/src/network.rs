@@ -28,13 +28,19 @@ const NETWORK: [u8; 3] = [10, 213, 0];
 /// A command run with root rights: as it is when we are root, else through
 /// `sudo -n` (never a password prompt).
 pub fn privileged(program: &str) -> Command {
-    if testkit::is_root() {
+    if crate::is_root() {
         Command::new(program)
     } else {
         let mut command = Command::new("sudo");
         command.args(["-n", "--"]).arg(program);
         command
     }
+}
+
+/// Sends `signal` (`TERM`, `QUIT`, `KILL`) to `pids` with root rights: the
+/// processes of a host may run as root or as another user.
+pub fn signal(signal: &str, pids: &[String]) -> anyhow::Result<()> {
+    crate::run(privileged("kill").arg(format!("-{signal}")).args(pids))
 }
 
 /// Runs a privileged command to completion, failing with its stderr.
@@ -193,7 +199,7 @@ fn remove_namespace(namespace: &str) {
             .map(str::to_owned)
             .collect();
         if !pids.is_empty() {
-            let _ = privileged("kill").arg("-KILL").args(&pids).status();
+            let _ = signal("KILL", &pids);
         }
     }
     let _ = privileged("ip").args(["netns", "del", namespace]).status();
@@ -205,7 +211,7 @@ fn remove_namespace(namespace: &str) {
 
 /// Writes a file as root (the folder is made when missing).
 pub fn write_privileged(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    if testkit::is_root() {
+    if crate::is_root() {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }

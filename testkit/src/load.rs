@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 
+use crate::http::{Reply, send};
 use crate::postgres::Cluster;
-use crate::service::{Reply, send};
 
 /// What one `POST /data` got.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ impl Load {
     /// Returns once `count` writes in all have been acknowledged: the load
     /// is under way, with writes in flight.
     pub fn wait_for_acknowledged(&self, count: usize, within: Duration) -> anyhow::Result<()> {
-        testkit::wait_until(&format!("{count} acknowledged writes"), within, || {
+        crate::wait_until(&format!("{count} acknowledged writes"), within, || {
             Ok::<_, std::io::Error>(self.acknowledged() >= count)
         })
         .map_err(|error| {

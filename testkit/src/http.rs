@@ -1,65 +1,15 @@
-//! The debug `api` binary as a child process (testkit's `ApiServer`), and a
-//! minimal HTTP/1.1 client for driving it (one request per connection, no
-//! dependencies).
+//! A minimal HTTP/1.1 client for driving the api (one request per
+//! connection, no dependencies): the load's writers, health checks, and the
+//! rehearsal's clients, which send from addresses of their own.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, ExitStatus};
-use std::time::{Duration, Instant};
-
-use anyhow::bail;
-use testkit::ApiServer;
-
-use crate::{cargo, run};
-
-/// Longest wait for the service to say where it listens.
-const STARTUP: Duration = Duration::from_secs(60);
-
-/// A running debug `api serve` with the `test` profile, stopped when dropped.
-#[derive(Debug)]
-pub struct ApiProcess {
-    server: ApiServer,
-    /// Port it listens on (127.0.0.1), the one the kernel gave it.
-    pub port: u16,
-}
-
-impl ApiProcess {
-    /// Builds the debug binary and starts it on a port of the kernel's
-    /// choosing with the `test` profile, the given database and extra
-    /// settings, logging to `log`; returns once it listens.
-    pub fn start(
-        database_url: &str,
-        log: &Path,
-        settings: &[(&str, &str)],
-    ) -> anyhow::Result<ApiProcess> {
-        run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
-        let mut command = testkit::api_serve(&testkit::target_dir().join("debug/api"));
-        command
-            .env("DATABASE_URL", database_url)
-            .env("APP_PROFILE", "test")
-            .envs(settings.iter().copied());
-        let server = ApiServer::start(&mut command, log, STARTUP)?;
-        let port = server.port();
-        Ok(ApiProcess { server, port })
-    }
-
-    /// Sends `request` to this process.
-    pub fn send(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
-        send(self.port, method, path, body)
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns it and how long it took.
-    pub fn terminate(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
-        let started = Instant::now();
-        let exit = self.server.terminate()?;
-        Ok((exit, started.elapsed()))
-    }
-}
+use std::process::Child;
+use std::time::Duration;
 
 /// Polls `GET /health` on a local port until it answers 200.
 pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
-    testkit::wait_until(
+    crate::wait_until(
         &format!("a 200 from GET /health on port {port}"),
         within,
         || Ok::<_, std::io::Error>(send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200)),
@@ -74,7 +24,7 @@ pub struct Terminating(pub Child);
 impl Drop for Terminating {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = testkit::sigterm(self.0.id());
+            let _ = crate::sigterm(self.0.id());
             let _ = self.0.wait();
         }
     }
