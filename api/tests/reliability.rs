@@ -71,7 +71,8 @@ mod scenarios {
 
     #[test]
     #[ignore = "starts a PostgreSQL cluster of its own and writes under load: `cargo xtask test` runs it"]
-    fn sigterm_under_write_load_drains_without_losing_an_acknowledged_write() -> anyhow::Result<()> {
+    fn sigterm_under_write_load_drains_without_losing_an_acknowledged_write() -> anyhow::Result<()>
+    {
         let out = out_dir()?;
         let cluster = Cluster::throwaway("reliability-shutdown")?;
         let figures = shutdown(&cluster, &out)?;

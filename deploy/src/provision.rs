@@ -26,7 +26,12 @@ pub fn provision(api: &Path, progress: &Progress) -> anyhow::Result<InstanceRepo
     // Its own progress (lines, and a spinner on a terminal) replaces ours
     // while it runs.
     let output = progress
-        .suspend(|| command.stdin(Stdio::null()).stderr(Stdio::inherit()).output())
+        .suspend(|| {
+            command
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+        })
         .with_context(|| format!("starting {}", api.display()))?;
     if !output.status.success() {
         bail!("`api db provision` failed ({})", output.status);

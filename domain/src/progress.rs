@@ -56,7 +56,12 @@ impl Progress {
 
     fn line(&self, message: &str) -> String {
         let secs = self.started.elapsed().as_secs();
-        format!("{}: [{:>2}m{:02}s] {message}", self.label, secs / 60, secs % 60)
+        format!(
+            "{}: [{:>2}m{:02}s] {message}",
+            self.label,
+            secs / 60,
+            secs % 60
+        )
     }
 }
 

@@ -47,7 +47,10 @@ pub async fn until<T, E>(
             Look::NotYet(last) => last,
         };
         let waited = started.elapsed();
-        let Some(left) = patience.timeout.checked_sub(waited).filter(|left| !left.is_zero())
+        let Some(left) = patience
+            .timeout
+            .checked_sub(waited)
+            .filter(|left| !left.is_zero())
         else {
             return Err(timed_out(TimedOut { last, waited }));
         };

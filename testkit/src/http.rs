@@ -12,7 +12,11 @@ pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
     crate::wait_until(
         &format!("a 200 from GET /health on port {port}"),
         within,
-        || Ok::<_, std::io::Error>(send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200)),
+        || {
+            Ok::<_, std::io::Error>(
+                send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200),
+            )
+        },
     )?;
     Ok(())
 }

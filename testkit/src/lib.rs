@@ -154,7 +154,9 @@ pub fn wait_until<E: From<io::Error>>(
         if ready()? {
             return Ok(started.elapsed());
         }
-        let Some(left) = within.checked_sub(started.elapsed()).filter(|left| !left.is_zero())
+        let Some(left) = within
+            .checked_sub(started.elapsed())
+            .filter(|left| !left.is_zero())
         else {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -451,8 +453,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(failed.to_string(), "the process exited");
 
-        let timed_out =
-            wait_until::<io::Error>("a reply", Duration::from_millis(30), || Ok(false)).unwrap_err();
+        let timed_out = wait_until::<io::Error>("a reply", Duration::from_millis(30), || Ok(false))
+            .unwrap_err();
         assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut);
         assert_eq!(timed_out.to_string(), "waited 30ms for a reply");
     }

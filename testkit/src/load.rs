@@ -115,9 +115,7 @@ impl Load {
         crate::wait_until(&format!("{count} acknowledged writes"), within, || {
             Ok::<_, std::io::Error>(self.acknowledged() >= count)
         })
-        .map_err(|error| {
-            anyhow::anyhow!("{error}: {} acknowledged", self.acknowledged())
-        })?;
+        .map_err(|error| anyhow::anyhow!("{error}: {} acknowledged", self.acknowledged()))?;
         Ok(())
     }
 

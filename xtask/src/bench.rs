@@ -12,9 +12,9 @@ use serde_json::json;
 
 use testkit::{ApiServer, api_serve, free_port, target_dir, without_app_settings};
 
-use testkit::postgres::Cluster;
-use testkit::http::{Terminating, send, wait_healthy};
 use crate::{cargo, project_root, run, status, step, web, which};
+use testkit::http::{Terminating, send, wait_healthy};
+use testkit::postgres::Cluster;
 
 /// Rows loaded before measuring, as the issue asks.
 const ROWS: u32 = 10_000;

@@ -6,16 +6,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
 use testkit::postgres::Cluster;
 use testkit::target_dir;
 
+use crate::{project_root, run, status, step, which};
 use testkit::ApiServer;
 use testkit::http::Terminating;
-use crate::{project_root, run, status, step, which};
 
 /// geckodriver, Firefox's WebDriver server, built from crates.io.
 const GECKODRIVER_VERSION: &str = "0.37.1";
@@ -88,7 +88,7 @@ pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
     )?;
     status(&format!(
         "api serving on http://127.0.0.1:{} (log in {})",
-        api.port,
+        api.port(),
         out.join("api.log").display()
     ));
     for (engine, mut command) in commands {
@@ -104,7 +104,7 @@ pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
         }
         run(command
             .current_dir(project_root())
-            .env("BASE_URL", format!("http://127.0.0.1:{}", api.port))
+            .env("BASE_URL", format!("http://127.0.0.1:{}", api.port()))
             .env("BROWSER_OUT", &out))?;
     }
     Ok(())

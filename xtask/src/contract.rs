@@ -10,9 +10,9 @@ use anyhow::{Context as _, bail};
 use testkit::postgres::Cluster;
 use testkit::{free_port, target_dir};
 
+use crate::{project_root, run, status};
 use testkit::ApiServer;
 use testkit::http::Terminating;
-use crate::{project_root, run, status};
 
 /// The schemathesis release the checks were written against.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -57,7 +57,7 @@ pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
             "--seed",
             &seed,
         ])
-        .args(["--url", &format!("http://127.0.0.1:{}", api.port)])
+        .args(["--url", &format!("http://127.0.0.1:{}", api.port())])
         .current_dir(project_root())
         .env("NO_COLOR", "1"))
 }

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use testkit::postgres::Cluster;
 use testkit::target_dir;
 
-use testkit::http::{Terminating, wait_healthy};
 use crate::{cargo, project_root, run, status, step, web};
+use testkit::http::{Terminating, wait_healthy};
 
 /// What the api is built from.
 const API_INPUTS: [&str; 5] = [

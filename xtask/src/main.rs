@@ -361,7 +361,9 @@ fn cargo() -> Command {
 /// The reliability scenarios (`api/tests/reliability.rs`), one at a time,
 /// with their progress and figures shown.
 fn reliability() -> anyhow::Result<()> {
-    step("reliability: PostgreSQL stopped and restarted under write load; SIGTERM under write load");
+    step(
+        "reliability: PostgreSQL stopped and restarted under write load; SIGTERM under write load",
+    );
     run(cargo().args([
         "test",
         "--package",

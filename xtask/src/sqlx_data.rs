@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 
-use testkit::postgres::Cluster;
 use crate::{cargo, project_root, run, status};
+use testkit::postgres::Cluster;
 
 /// Crates whose sources hold `query!` macros.
 const QUERY_CRATES: &[&str] = &["api"];

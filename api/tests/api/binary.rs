@@ -132,10 +132,11 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
             .expect("listens");
 
     let port = server.port();
-    let response = tokio::task::spawn_blocking(move || testkit::http::send(port, "GET", "/data", None))
-        .await
-        .expect("no panic")
-        .expect("answers");
+    let response =
+        tokio::task::spawn_blocking(move || testkit::http::send(port, "GET", "/data", None))
+            .await
+            .expect("no panic")
+            .expect("answers");
     let (exit, server) = tokio::task::spawn_blocking(move || (server.terminate(), server))
         .await
         .expect("no panic");

@@ -31,16 +31,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 
 use self::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
-use testkit::network::Vpc;
 use self::platform::{Bundle, Instance, Provided};
 use self::rds::Rds;
 use crate::bundle::{self, TARGET};
 use crate::contract::Moto;
 use testkit::load::{Load, check_acknowledged, stored_ids};
+use testkit::network::Vpc;
 use testkit::target_dir;
 
-use testkit::http::{Reply, send, send_over};
 use crate::{status, step};
+use testkit::http::{Reply, send, send_over};
 
 /// Writers posting through the load balancer during the rollout.
 const WRITERS: usize = 4;

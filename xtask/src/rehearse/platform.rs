@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 
-use testkit::network::{self, NetHost, privileged};
 use crate::bundle::DEFAULT_APP_PORT;
 use crate::ebextensions::Config;
 use crate::status;
+use testkit::network::{self, NetHost, privileged};
 
 /// The unprivileged user Elastic Beanstalk runs the app as.
 pub const APP_USER: &str = "webapp";

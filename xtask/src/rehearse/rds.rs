@@ -23,11 +23,11 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use domain::db_report::{Endpoint, InstanceReport};
 
-use testkit::network::{NetHost, Vpc};
 use crate::contract::{Moto, tools_python};
+use crate::{status, step};
+use testkit::network::{NetHost, Vpc};
 use testkit::postgres::{Cluster, Spec};
 use testkit::tls::{TestCertificates, server_certificate};
-use crate::{status, step};
 
 /// The instance the bundle's `.ebextensions` name.
 pub const INSTANCE_ID: &str = "notes-db";
