@@ -156,7 +156,10 @@ impl Moto {
             port,
         };
         testkit::wait_until(
-            &format!("moto to listen on {address}:{port} (its log: target/moto-{port}.log)"),
+            &format!(
+                "moto to listen on {address}:{port} (its log: {})",
+                target_dir().join(format!("moto-{port}.log")).display()
+            ),
             std::time::Duration::from_secs(30),
             || Ok::<_, std::io::Error>(std::net::TcpStream::connect((address, port)).is_ok()),
         )?;
