@@ -364,10 +364,11 @@ fn reliability() -> anyhow::Result<()> {
     step(
         "reliability: PostgreSQL stopped and restarted under write load; SIGTERM under write load",
     );
+    // `--workspace`, as the Rust part: the same features, so nothing is
+    // built again (`--package api` alone would rebuild it with fewer).
     run(cargo().args([
         "test",
-        "--package",
-        "api",
+        "--workspace",
         "--test",
         "reliability",
         "--locked",
