@@ -229,12 +229,16 @@ impl ApiServer {
             }
             Err(reason) => {
                 let why = match reason {
-                    mpsc::RecvTimeoutError::Timeout => format!("said nothing within {within:?}"),
-                    mpsc::RecvTimeoutError::Disconnected => "exited".to_owned(),
+                    mpsc::RecvTimeoutError::Timeout => {
+                        format!("printed no \"listening on\" line within {within:?}")
+                    }
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        "exited before printing a \"listening on\" line".to_owned()
+                    }
                 };
                 let _ = server.terminate();
                 Err(io::Error::other(format!(
-                    "the api {why} before printing \"listening on\"; the end of {}:\n{}",
+                    "the api {why}; the end of {}:\n{}",
                     log.display(),
                     tail(log, 20)
                 )))
