@@ -110,15 +110,17 @@ mod tests {
             every: Duration::from_millis(10),
         };
         let mut looks = 0;
-        let result: Result<(), TimedOut> = until(
+        let waiting = until(
             patience,
             async || {
                 looks += 1;
                 Ok(Look::NotYet(format!("look {looks}")))
             },
             |timed_out| timed_out,
-        )
-        .await;
+        );
+        let result: Result<(), TimedOut> = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the wait gives up at its timeout, not never");
         let timed_out = result.unwrap_err();
         assert!(timed_out.waited >= patience.timeout, "{timed_out:?}");
         assert_eq!(timed_out.last, format!("look {looks}"));
