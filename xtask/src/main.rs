@@ -230,7 +230,7 @@ fn test(
         let (cluster, certificates) = started(&mut database)?;
         let database_url =
             std::env::var("DATABASE_URL").unwrap_or_else(|_| cluster.url("postgres"));
-        let moto = contract::Moto::start()?;
+        let moto = testkit::moto::Moto::start()?;
         step("running the workspace's tests");
         // The RDS and deploy tests talk to moto, never to AWS.
         run(moto.aim(

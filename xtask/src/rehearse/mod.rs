@@ -34,8 +34,8 @@ use self::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
 use self::platform::{Bundle, Instance, Provided};
 use self::rds::Rds;
 use crate::bundle::{self, TARGET};
-use crate::contract::Moto;
 use testkit::load::{Load, check_acknowledged, stored_ids};
+use testkit::moto::Moto;
 use testkit::network::Vpc;
 use testkit::target_dir;
 

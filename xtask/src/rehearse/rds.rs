@@ -23,7 +23,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use domain::db_report::{Endpoint, InstanceReport};
 
-use crate::contract::{Moto, tools_python};
+use testkit::moto::{Moto, tools_python};
 use crate::{status, step};
 use testkit::network::{NetHost, Vpc};
 use testkit::postgres::{Cluster, Spec};
