@@ -7,8 +7,8 @@ use std::process::Command;
 use anyhow::{Context as _, bail, ensure};
 
 use crate::bundle::{self, TARGET};
-use testkit::moto::{Moto, tools_python};
 use crate::{cargo, project_root, run, status, step};
+use testkit::moto::{Moto, tools_python};
 use testkit::target_dir;
 
 /// The `deploy` program, built (debug: it waits on AWS, not on the CPU).

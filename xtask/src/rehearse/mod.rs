@@ -132,6 +132,15 @@ fn diagnose(instance: &Instance) -> String {
     )
 }
 
+/// Where the instances' file trees go (each instance's `/var/app`, `/etc`,
+/// …): under the system's temporary folder, which every user may enter,
+/// because the app runs as `webapp` and must reach its files, and the
+/// target folder may sit in a home only root can enter (`/root/…`: the app
+/// then failed to start, unable to look for a `.env` above its folder).
+fn hosts_root() -> PathBuf {
+    std::env::temp_dir().join("ebrehearse-hosts")
+}
+
 /// Runs the whole rehearsal.
 pub fn run_rehearsal() -> anyhow::Result<()> {
     let built = bundle::build()?;
@@ -200,7 +209,7 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
         hosts: rds.hosts_line(),
         instances: BTreeMap::new(),
         next_octet: 101,
-        root: out.join("hosts"),
+        root: hosts_root(),
         logs,
         health_wait,
     };

@@ -23,8 +23,8 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use domain::db_report::{Endpoint, InstanceReport};
 
-use testkit::moto::{Moto, tools_python};
 use crate::{status, step};
+use testkit::moto::{Moto, tools_python};
 use testkit::network::{NetHost, Vpc};
 use testkit::postgres::{Cluster, Spec};
 use testkit::tls::{TestCertificates, server_certificate};
