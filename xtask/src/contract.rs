@@ -2,14 +2,13 @@
 //! PyPI, in a virtualenv under `target/`): no 5xx, no response outside the
 //! documented schemas and status codes.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use testkit::ApiServer;
 use testkit::moto::tools_python;
 use testkit::postgres::Cluster;
+use testkit::{ApiServer, target_dir};
 
-use crate::{project_root, run, status};
+use crate::{project_root, run};
 
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "200";
