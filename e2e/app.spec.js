@@ -177,6 +177,9 @@ test('an empty table and the loading state are announced', async ({ page }) => {
 test('everything works from the keyboard alone', async ({ page }) => {
   await page.goto('/');
   const notes = unique('typed');
+  // The WASM app mounts after the load event: a Tab pressed before its form
+  // exists moves focus nowhere (seen once in CI, 2026-12-02).
+  await expect(page.getByLabel('Notes')).toBeVisible();
 
   await page.keyboard.press('Tab');
   await expect(page.getByLabel('Notes')).toBeFocused();
