@@ -342,8 +342,9 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
-/// The last `lines` lines of the file at `path`.
-fn tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of the file at `path` (empty when it cannot be
+/// read).
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -121,7 +121,7 @@ fn diagnose(instance: &Instance) -> String {
         "On {} these listen: {}. The web process's log ends:\n{}",
         instance.name,
         instance.listening(),
-        Some(platform::tail(
+        Some(testkit::tail(
             &target_dir()
                 .join("rehearse/logs")
                 .join(format!("{}-web.stdout.log", instance.name)),

@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -732,14 +731,4 @@ impl Journal {
         std::fs::write(&self.path, &self.text)
             .with_context(|| format!("writing {}", self.path.display()))
     }
-}
-
-/// Reads what a child wrote to a file so far (for failure messages).
-pub fn tail(path: &Path, lines: usize) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let _ = file.read_to_string(&mut text);
-    }
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
