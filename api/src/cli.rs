@@ -143,12 +143,9 @@ async fn run_db(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
     let client = aws_sdk_rds::Client::new(&config);
     if let Some(provisioning) = provisioning {
         let progress = Progress::new("rds");
-        let report = rds::provision(
-            &client,
-            &settings.rds,
-            &provisioning,
-            &mut |status, _waited| progress.say(status),
-        )
+        let report = rds::provision(&client, &settings.rds, &provisioning, &mut |status| {
+            progress.say(status)
+        })
         .await;
         drop(progress);
         return print_report(&report?, json);

@@ -2,7 +2,7 @@
 //! reporting on it (`api db status`), finding its endpoint and making IAM
 //! authentication tokens for the service.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::Client;
@@ -288,15 +288,14 @@ pub async fn create(
 }
 
 /// Polls until the instance is `available`, calling `progress` with each
-/// new status and the time waited; fails on a bad state or the timeout.
+/// new status; fails on a bad state or the timeout.
 pub async fn wait_available(
     client: &Client,
     id: &str,
     timeout: Duration,
     poll: Duration,
-    progress: &mut dyn FnMut(&str, Duration),
+    progress: &mut dyn FnMut(&str),
 ) -> Result<DbInstance, RdsError> {
-    let started = Instant::now();
     let mut last = String::new();
     let patience = Patience {
         timeout,
@@ -311,7 +310,7 @@ pub async fn wait_available(
                 .unwrap_or("unknown")
                 .to_owned();
             if status != last {
-                progress(&status, started.elapsed());
+                progress(&status);
                 last.clone_from(&status);
             }
             check_state(&instance)?;
@@ -336,7 +335,7 @@ pub async fn provision(
     client: &Client,
     settings: &RdsSettings,
     provisioning: &ProvisionSettings,
-    progress: &mut dyn FnMut(&str, Duration),
+    progress: &mut dyn FnMut(&str),
 ) -> Result<InstanceReport, RdsError> {
     let id = settings
         .instance_id

@@ -707,7 +707,7 @@ pub async fn wait_ready_green(
     let mut events = EventLog::default();
     let mut last = String::new();
     let mut ready_since: Option<Instant> = None;
-    let current = wait::until(
+    wait::until(
         timing.patience(),
         async || {
             events.follow(client, target, operation, progress).await?;
@@ -764,8 +764,7 @@ pub async fn wait_ready_green(
             )
         },
     )
-    .await?;
-    Ok(current)
+    .await
 }
 
 /// The environment's URL: its CNAME over HTTP (the load balancer's default

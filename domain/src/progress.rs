@@ -1,7 +1,7 @@
 //! Progress of a long operation (`api db provision`, `deploy`) on stderr,
 //! for the person watching or the CI log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -13,9 +13,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Progress {
     /// Starts each line: `rds`, `deploy`.
     label: &'static str,
-    /// When the operation started.
-    started: Instant,
-    /// indicatif's spinner on stderr, hidden off a terminal.
+    /// indicatif's spinner on stderr, hidden off a terminal; its clock
+    /// (started with it) times the lines.
     spinner: ProgressBar,
 }
 
@@ -29,11 +28,7 @@ impl Progress {
         if !spinner.is_hidden() {
             spinner.enable_steady_tick(Duration::from_millis(200));
         }
-        Progress {
-            label,
-            started: Instant::now(),
-            spinner,
-        }
+        Progress { label, spinner }
     }
 
     /// Prints `message` as a line; on a terminal it also becomes the
@@ -55,7 +50,7 @@ impl Progress {
     }
 
     fn line(&self, message: &str) -> String {
-        let secs = self.started.elapsed().as_secs();
+        let secs = self.spinner.elapsed().as_secs();
         format!(
             "{}: [{:>2}m{:02}s] {message}",
             self.label,

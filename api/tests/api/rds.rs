@@ -56,7 +56,7 @@ async fn waiting_reports_each_status_until_available() {
         "notes-db",
         Duration::from_secs(60),
         Duration::ZERO,
-        &mut |status, _| {
+        &mut |status| {
             seen.push(status.to_owned());
         },
     )
@@ -87,7 +87,7 @@ async fn states_that_need_a_person_stop_the_wait_with_their_name() {
             "notes-db",
             Duration::from_secs(60),
             Duration::ZERO,
-            &mut |_, _| {},
+            &mut |_| {},
         )
         .await
         .unwrap_err();
@@ -114,7 +114,7 @@ async fn waiting_gives_up_at_the_timeout_naming_the_last_status() {
         "notes-db",
         Duration::ZERO,
         Duration::ZERO,
-        &mut |_, _| {},
+        &mut |_| {},
     )
     .await
     .unwrap_err();
@@ -166,7 +166,7 @@ async fn provisioning_an_existing_instance_changes_nothing() {
 
     let settings = settings_with("notes-db");
     let provisioning = settings.provisioning().expect("the defaults provision");
-    let report = rds::provision(&client, &settings.rds, &provisioning, &mut |_, _| {})
+    let report = rds::provision(&client, &settings.rds, &provisioning, &mut |_| {})
         .await
         .expect("reports the instance");
 
