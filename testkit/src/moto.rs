@@ -104,7 +104,8 @@ impl Moto {
             );
         }
         let port = free_port()?;
-        let log = std::fs::File::create(target_dir().join(format!("moto-{port}.log")))?;
+        let log_path = target_dir().join(format!("moto-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&moto_server)
             .args(["-H", &address.to_string(), "-p", &port.to_string()])
             .stdout(log.try_clone()?)
@@ -119,7 +120,7 @@ impl Moto {
         crate::wait_until(
             &format!(
                 "moto to listen on {address}:{port} (its log: {})",
-                target_dir().join(format!("moto-{port}.log")).display()
+                log_path.display()
             ),
             std::time::Duration::from_secs(30),
             || Ok::<_, std::io::Error>(std::net::TcpStream::connect((address, port)).is_ok()),

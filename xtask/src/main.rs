@@ -238,7 +238,7 @@ fn test(
                 .args(["test", "--workspace", "--locked"])
                 .args(including_ignored(cargo_test_args))
                 // The reliability scenarios are a part of their own.
-                .args(["--skip", "scenarios::"])
+                .args(["--skip", SCENARIOS])
                 .env("DATABASE_URL", &database_url)
                 // The TLS tests: a server certificate for `localhost` from this CA.
                 .env("TEST_TLS_CA", &certificates.ca)
@@ -286,6 +286,11 @@ fn test(
     }
     Ok(())
 }
+
+/// Where the reliability scenarios' test names start
+/// (`api/tests/reliability.rs`): the Rust part skips them, their own part
+/// runs only them.
+const SCENARIOS: &str = "scenarios::";
 
 /// `cargo test`'s arguments with `--include-ignored` added for the test
 /// binaries: the tests that need moto, TLS or password checks are
@@ -368,17 +373,10 @@ fn reliability() -> anyhow::Result<()> {
     // api` or `--test reliability` resolve features differently (the other
     // crates' dev-dependencies drop out) and rebuilt nearly everything
     // (2 min 12 s and 3 min 28 s here).
-    run(cargo().args([
-        "test",
-        "--workspace",
-        "--locked",
-        "--",
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads",
-        "1",
-        "scenarios::",
-    ]))
+    let filtered = ["--", "--nocapture", "--test-threads", "1", SCENARIOS].map(str::to_owned);
+    run(cargo()
+        .args(["test", "--workspace", "--locked"])
+        .args(including_ignored(&filtered)))
 }
 
 /// Builds the debug `api` binary and returns its path.
