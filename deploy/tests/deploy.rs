@@ -378,6 +378,45 @@ async fn an_update_that_stays_red_is_rolled_back(pool: PgPool) {
     assert_eq!((to_v2.num_calls(), to_v1.num_calls()), (1, 1));
 }
 
+/// A server that answers every request with `503 Service Unavailable`
+/// (a load balancer with no healthy target); its address.
+fn unavailable_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("has an address").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn the_smoke_test_wants_a_200_from_health_not_just_an_answer() {
+    let address = unavailable_server();
+
+    let error = deploy::smoke::check(
+        &format!("http://{address}"),
+        "t",
+        Duration::from_millis(200),
+        &Progress::new("deploy"),
+    )
+    .await
+    .expect_err("a 503 from /health is not healthy");
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!("GET http://{address}/health answered 503")),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_smoke_test_rolls_back() {
     let cname = dead_cname();
