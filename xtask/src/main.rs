@@ -10,9 +10,7 @@ mod bundle;
 mod contract;
 mod deploy;
 mod dev;
-mod ebextensions;
 mod lint;
-mod rehearse;
 mod sqlx_data;
 mod web;
 
@@ -130,7 +128,7 @@ impl Task {
             Task::Web { force } => web::build(force),
             Task::Reliability => reliability(),
             Task::Bundle => bundle::build().map(|_| ()),
-            Task::Rehearse => rehearse::run_rehearsal(),
+            Task::Rehearse => rehearse(),
             Task::Deploy { args } => deploy::deploy(&args),
             Task::Bench(options) => bench::run_bench(&options),
             Task::Openapi => openapi(),
@@ -237,8 +235,9 @@ fn test(
             cargo()
                 .args(["test", "--workspace", "--locked"])
                 .args(including_ignored(cargo_test_args))
-                // The reliability scenarios are a part of their own.
-                .args(["--skip", SCENARIOS])
+                // The reliability scenarios and the rehearsal are parts of
+                // their own.
+                .args(["--skip", SCENARIOS, "--skip", REHEARSAL])
                 .env("DATABASE_URL", &database_url)
                 // The TLS tests: a server certificate for `localhost` from this CA.
                 .env("TEST_TLS_CA", &certificates.ca)
@@ -256,7 +255,7 @@ fn test(
         reliability()?;
     }
     if runs(Part::Rehearsal) {
-        rehearse::run_rehearsal()?;
+        rehearse()?;
     }
     if runs(Part::Deploy) {
         deploy::dry_run_against_moto()?;
@@ -291,6 +290,9 @@ fn test(
 /// (`api/tests/reliability.rs`): the Rust part skips them, their own part
 /// runs only them.
 const SCENARIOS: &str = "scenarios::";
+
+/// Where the rehearsal's test name starts (`rehearsal/tests/rehearsal.rs`).
+const REHEARSAL: &str = "elastic_beanstalk::";
 
 /// `cargo test`'s arguments with `--include-ignored` added for the test
 /// binaries: the tests that need moto, TLS or password checks are
@@ -369,14 +371,31 @@ fn reliability() -> anyhow::Result<()> {
     step(
         "reliability: PostgreSQL stopped and restarted under write load; SIGTERM under write load",
     );
-    // Exactly the Rust part's build, filtered to the scenarios: `--package
-    // api` or `--test reliability` resolve features differently (the other
-    // crates' dev-dependencies drop out) and rebuilt nearly everything
-    // (2 min 12 s and 3 min 28 s here).
-    let filtered = ["--", "--nocapture", "--test-threads", "1", SCENARIOS].map(str::to_owned);
-    run(cargo()
+    run(&mut only_ignored(SCENARIOS))
+}
+
+/// The Elastic Beanstalk rehearsal (`rehearsal/tests/rehearsal.rs`) on the
+/// bundle built here.
+fn rehearse() -> anyhow::Result<()> {
+    let bundle = bundle::build()?;
+    step(
+        "the Elastic Beanstalk rehearsal: the bundle on the model of the platform, the load balancer and RDS",
+    );
+    run(only_ignored(REHEARSAL).env("REHEARSAL_BUNDLE", &bundle))
+}
+
+/// The Rust part's `cargo test`, running only the tests under `filter`,
+/// ignored ones included, one at a time, with their progress shown.
+fn only_ignored(filter: &str) -> Command {
+    // Exactly the Rust part's build: `--package api` or `--test reliability`
+    // resolve features differently (the other crates' dev-dependencies drop
+    // out) and rebuilt nearly everything (2 min 12 s and 3 min 28 s here).
+    let filtered = ["--", "--nocapture", "--test-threads", "1", filter].map(str::to_owned);
+    let mut command = cargo();
+    command
         .args(["test", "--workspace", "--locked"])
-        .args(including_ignored(&filtered)))
+        .args(including_ignored(&filtered));
+    command
 }
 
 /// Builds the debug `api` binary and returns its path.

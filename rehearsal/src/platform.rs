@@ -32,8 +32,8 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::bundle::DEFAULT_APP_PORT;
 use crate::ebextensions::Config;
-use crate::status;
 use testkit::network::{self, NetHost, privileged};
+use testkit::status;
 
 /// The unprivileged user Elastic Beanstalk runs the app as.
 pub const APP_USER: &str = "webapp";
@@ -42,13 +42,13 @@ pub const APP_USER: &str = "webapp";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The platform's nginx configuration (fixture, with its sources).
-const NGINX_CONF: &str = include_str!("../../fixtures/eb-al2023-nginx/nginx.conf");
+const NGINX_CONF: &str = include_str!("../fixtures/eb-al2023-nginx/nginx.conf");
 const APPLICATION_CONF: &str =
-    include_str!("../../fixtures/eb-al2023-nginx/conf.d/elasticbeanstalk/00_application.conf");
+    include_str!("../fixtures/eb-al2023-nginx/conf.d/elasticbeanstalk/00_application.conf");
 const HEALTHD_CONF: &str =
-    include_str!("../../fixtures/eb-al2023-nginx/conf.d/elasticbeanstalk/healthd.conf");
+    include_str!("../fixtures/eb-al2023-nginx/conf.d/elasticbeanstalk/healthd.conf");
 const HEALTHD_FORMAT: &str =
-    include_str!("../../fixtures/eb-al2023-nginx/conf.d/healthd_logformat.conf");
+    include_str!("../fixtures/eb-al2023-nginx/conf.d/healthd_logformat.conf");
 
 /// A bundle as the engine receives it.
 #[derive(Debug, Clone)]
@@ -431,7 +431,7 @@ impl Instance {
             std::fs::create_dir_all(self.path("/var/lib/nginx").join(dir))?;
         }
         // nginx's workers write buffered bodies and the health log.
-        crate::run(
+        testkit::run(
             privileged("chown")
                 .args(["-R", &nginx_user()])
                 .arg(self.path("/var/lib/nginx"))
@@ -682,7 +682,7 @@ pub fn ensure_app_user() -> anyhow::Result<()> {
         status(&format!(
             "adding the system user {APP_USER} (Elastic Beanstalk runs the app as it)"
         ));
-        crate::run(privileged("useradd").args([
+        testkit::run(privileged("useradd").args([
             "--system",
             "--no-create-home",
             "--shell",

@@ -1,26 +1,16 @@
-//! `cargo xtask rehearse`: the bundle deployed on a local model of Elastic
-//! Beanstalk, its load balancer and RDS, built from their documentation so
-//! that what would fail on AWS fails here, naming the cause:
-//!
-//! - hosts are network namespaces on a bridge (`network`): an instance's
-//!   loopback is its own;
-//! - each instance runs the platform's nginx (fixture) with the bundle's
-//!   `.platform/nginx` over it, and the platform engine's deployment order
-//!   (`platform`);
-//! - a load balancer reads the bundle's process settings, health-checks
-//!   `instance:Port` and drains on deregistration (`alb`);
-//! - RDS is PostgreSQL 16 with RDS's role model, found through the RDS API
-//!   (moto) by the app's own code (`rds`).
+//! The Elastic Beanstalk rehearsal: the bundle deployed on the local model
+//! of Elastic Beanstalk, its load balancer and RDS (this crate's library),
+//! so that what would fail on AWS fails here, naming the cause.
 //!
 //! The scenario: an environment created from scratch (two instances); a new
 //! version (the bundle re-zipped without file modes, as another tool may
 //! zip it) rolled out with an additional batch under write load; an
 //! instance added by scaling. No request may fail and no acknowledged write
 //! may be lost. Figures go to `target/rehearse/latest.json`.
-
-pub mod alb;
-pub mod platform;
-pub mod rds;
+//!
+//! It needs root (network namespaces, the `webapp` user), nginx, PostgreSQL
+//! 16, moto and the bundle: `cargo xtask rehearse` builds the bundle and
+//! runs this test with it (`REHEARSAL_BUNDLE`), so no test runs cargo.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -30,17 +20,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 
-use self::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
-use self::platform::{Bundle, Instance, Provided};
-use self::rds::Rds;
-use crate::bundle::{self, TARGET};
+use rehearsal::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
+use rehearsal::bundle;
+use rehearsal::platform::{self, Bundle, Instance, Provided};
+use rehearsal::rds::Rds;
+use testkit::http::{Reply, send, send_over};
 use testkit::load::{Load, check_acknowledged, stored_ids};
 use testkit::moto::Moto;
 use testkit::network::Vpc;
-use testkit::target_dir;
-
-use crate::{status, step};
-use testkit::http::{Reply, send, send_over};
+use testkit::{status, step, target_dir};
 
 /// Writers posting through the load balancer during the rollout.
 const WRITERS: usize = 4;
@@ -141,9 +129,22 @@ fn hosts_root() -> PathBuf {
     std::env::temp_dir().join("ebrehearse-hosts")
 }
 
-/// Runs the whole rehearsal.
-pub fn run_rehearsal() -> anyhow::Result<()> {
-    let built = bundle::build()?;
+mod elastic_beanstalk {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs root, nginx, PostgreSQL 16, moto and the bundle: `cargo xtask rehearse` builds the bundle and runs this"]
+    fn the_bundle_deploys_rolls_out_under_load_and_scales_out_without_a_failed_request_or_a_lost_write()
+    -> anyhow::Result<()> {
+        let built = PathBuf::from(std::env::var_os("REHEARSAL_BUNDLE").context(
+            "REHEARSAL_BUNDLE names no bundle: `cargo xtask rehearse` builds one and runs this test with it",
+        )?);
+        rehearse(&built)
+    }
+}
+
+/// Runs the whole rehearsal on the bundle at `built`.
+fn rehearse(built: &Path) -> anyhow::Result<()> {
     let out = target_dir().join("rehearse");
     std::fs::create_dir_all(&out)?;
     let logs = out.join("logs");
@@ -157,13 +158,13 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
     );
     let v1 = Bundle {
         label: format!("{label}-v1"),
-        path: built.clone(),
+        path: built.to_path_buf(),
     };
     let v2 = Bundle {
         label: format!("{label}-v2-no-modes"),
-        path: without_modes(&built, &out.join("bundle-without-modes.zip"))?,
+        path: without_modes(built, &out.join("bundle-without-modes.zip"))?,
     };
-    let entries = bundle::entries(&built)?;
+    let entries = bundle::entries(built)?;
     let config = bundle::config(&entries)?;
     let settings = TargetGroupSettings::from_options(&config.namespace(PROCESS_NAMESPACE))?;
     status(&format!(
@@ -183,7 +184,7 @@ pub fn run_rehearsal() -> anyhow::Result<()> {
     let mut vpc = Vpc::create()?;
     let moto = Moto::start_at(Vpc::gateway())?;
     let certificates = testkit::tls::make_in(&out.join("tls"))?;
-    let api = target_dir().join(TARGET).join("release/api");
+    let api = extract_api(&entries, &out)?;
     let rds = Rds::start(&mut vpc, &moto, &api, &certificates, &out)?;
     let provided = Provided {
         instance_env: [
@@ -492,6 +493,20 @@ fn served(lb: &LoadBalancer, id: &str) -> usize {
         .into_iter()
         .find(|(target, _, _)| target == id)
         .map_or(0, |(_, _, served)| served)
+}
+
+/// The bundle's own `api` binary, written out to run `api db provision` as
+/// the deploy's first step does.
+fn extract_api(entries: &[bundle::Entry], out: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let binary = entries
+        .iter()
+        .find(|entry| entry.name == "api")
+        .context("the bundle lacks api")?;
+    let path = out.join("api-from-bundle");
+    std::fs::write(&path, &binary.bytes)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
 }
 
 /// The bundle re-zipped without its execute bits, as a zip made by

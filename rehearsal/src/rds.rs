@@ -23,11 +23,11 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use domain::db_report::{Endpoint, InstanceReport};
 
-use crate::{status, step};
 use testkit::moto::{Moto, tools_python};
 use testkit::network::{NetHost, Vpc};
 use testkit::postgres::{Cluster, Spec};
 use testkit::tls::{TestCertificates, server_certificate};
+use testkit::{status, step};
 
 /// The instance the bundle's `.ebextensions` name.
 pub const INSTANCE_ID: &str = "notes-db";
@@ -166,7 +166,7 @@ impl Rds {
                       boto3.client('secretsmanager').delete_secret(SecretId=sys.argv[1], ForceDeleteWithoutRecovery=True)\n";
         let mut command = Command::new(python);
         moto.aim(command.args(["-c", script, &self.secret_arn]));
-        crate::run(&mut command).context("deleting the master secret in moto's Secrets Manager")
+        testkit::run(&mut command).context("deleting the master secret in moto's Secrets Manager")
     }
 
     /// The `/etc/hosts` line that makes the endpoint resolve on the VPC.
@@ -193,5 +193,5 @@ fn put_master_secret(moto: &Moto, arn: &str, user: &str, password: &str) -> anyh
                   boto3.client('secretsmanager').put_secret_value(SecretId=sys.argv[1], SecretString=sys.argv[2])\n";
     let mut command = Command::new(python);
     moto.aim(command.args(["-c", script, arn, &secret]));
-    crate::run(&mut command).context("writing the master secret into moto's Secrets Manager")
+    testkit::run(&mut command).context("writing the master secret into moto's Secrets Manager")
 }
