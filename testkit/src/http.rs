@@ -1,11 +1,29 @@
-//! A minimal HTTP/1.1 client for driving the api (one request per
-//! connection, no dependencies): the load's writers, health checks, and the
-//! rehearsal's clients, which send from addresses of their own.
+//! The HTTP client that drives the api from tests and tasks (the load's
+//! writers, health checks): ureq, one request per connection, so that a
+//! refused connection or a reset during an outage is one request's outcome
+//! and never a pooled connection's. A raw HTTP/1.1 exchange over a socket
+//! the caller opened stays for the rehearsal's clients, which send from
+//! addresses of their own.
 
-use std::io::{Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::Child;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+/// How long one request may take, connection to last byte.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The one agent: no pooled connections, statuses as answers (a 503 is an
+/// outcome to count, not an error).
+static AGENT: LazyLock<ureq::Agent> = LazyLock::new(|| {
+    ureq::Agent::config_builder()
+        .max_idle_connections(0)
+        .http_status_as_error(false)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .build()
+        .into()
+});
 
 /// Polls `GET /health` on a local port until it answers 200.
 pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
@@ -13,7 +31,7 @@ pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
         &format!("a 200 from GET /health on port {port}"),
         within,
         || {
-            Ok::<_, std::io::Error>(
+            Ok::<_, io::Error>(
                 send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200),
             )
         },
@@ -47,18 +65,52 @@ pub struct Reply {
     pub body: String,
 }
 
-/// One request over a fresh connection (`connection: close`).
-pub fn send(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
-    send_over(TcpStream::connect(("127.0.0.1", port))?, method, path, body)
+/// One request to `127.0.0.1:port` over a fresh connection; a JSON body
+/// when given.
+pub fn send(port: u16, method: &str, path: &str, body: Option<&str>) -> io::Result<Reply> {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    let mut response = match body {
+        Some(body) => AGENT.run(
+            request
+                .header("content-type", "application/json")
+                .body(body)
+                .map_err(io::Error::other)?,
+        ),
+        None => AGENT.run(request.body(()).map_err(io::Error::other)?),
+    }
+    .map_err(|error| match error {
+        ureq::Error::Io(error) => error,
+        other => io::Error::other(other),
+    })?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    Ok(Reply {
+        status: response.status().as_u16(),
+        content_type: header("content-type"),
+        retry_after: header("retry-after"),
+        body: response
+            .body_mut()
+            .read_to_string()
+            .map_err(io::Error::other)?,
+    })
 }
 
-/// One request over `stream`, which it closes.
+/// One request over `stream`, which it closes: for clients that bind their
+/// socket themselves (a source address of their own), which ureq's
+/// connector would need a transport of ours for.
 pub fn send_over(
     mut stream: TcpStream,
     method: &str,
     path: &str,
     body: Option<&str>,
-) -> std::io::Result<Reply> {
+) -> io::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
@@ -74,14 +126,14 @@ pub fn send_over(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response")
-    })?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no complete response"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status line"))?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no status line"))?;
     let header = |wanted: &str| {
         head.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
@@ -95,4 +147,64 @@ pub fn send_over(
         retry_after: header("retry-after"),
         body: body.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers one connection with `response`, returning the
+    /// request it read.
+    fn answer_once(response: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("a free port");
+        let port = listener.local_addr().expect("an address").port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("a connection");
+            let mut request = Vec::new();
+            let mut buffer = [0; 4096];
+            while !String::from_utf8_lossy(&request).contains("\"}") {
+                let read = stream.read(&mut buffer).expect("the request");
+                assert!(read > 0, "the client closed before its body");
+                request.extend_from_slice(&buffer[..read]);
+            }
+            stream.write_all(response.as_bytes()).expect("the response");
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn an_error_status_is_an_answer_with_its_headers_and_body() {
+        let (port, server) = answer_once(
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\n\
+             retry-after: 1\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"status\":429}\n",
+        );
+
+        let reply = send(port, "POST", "/data", Some(r#"{"notes":"n"}"#)).expect("an answer");
+
+        assert_eq!(reply.status, 429);
+        assert_eq!(
+            reply.content_type.as_deref(),
+            Some("application/problem+json")
+        );
+        assert_eq!(reply.retry_after.as_deref(), Some("1"));
+        assert_eq!(reply.body, "{\"status\":429}\n");
+        let request = server.join().expect("the server");
+        assert!(request.starts_with("POST /data HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.contains("content-type: application/json\r\n"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_is_an_io_error_of_its_kind() {
+        let port = crate::free_port().expect("a free port");
+
+        let error = send(port, "GET", "/health", None).expect_err("nothing listens");
+
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+    }
 }
