@@ -465,10 +465,4 @@ mod tests {
         assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut);
         assert_eq!(timed_out.to_string(), "waited 30ms for a reply");
     }
-
-    #[test]
-    fn a_free_port_can_be_bound() {
-        let port = free_port().expect("a port");
-        TcpListener::bind(("127.0.0.1", port)).expect("it is free");
-    }
 }
