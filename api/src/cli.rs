@@ -202,9 +202,14 @@ fn print_report(report: &rds::InstanceReport, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Reads `.env` (when present), then the layered settings.
+/// Reads `.env` (when present in the working folder), then the layered
+/// settings.
 fn load_settings() -> anyhow::Result<Settings> {
-    if let Err(error) = dotenvy::dotenv()
+    // The working folder only: `dotenvy::dotenv()` also looks in every
+    // parent, and a parent the service's user may not enter stopped it
+    // ("reading .env failed: Permission denied"), as in the rehearsal when
+    // its instances lived under /root.
+    if let Err(error) = dotenvy::from_path(".env")
         && !error.not_found()
     {
         return Err(error).context("reading .env failed");

@@ -100,6 +100,33 @@ async fn a_bad_setting_stops_startup_naming_the_key_and_source() {
 }
 
 #[tokio::test]
+async fn a_dot_env_is_read_from_the_working_folder_only() {
+    let parent = std::env::temp_dir().join(format!("api-dotenv-{}", std::process::id()));
+    let working = parent.join("app");
+    std::fs::create_dir_all(&working).expect("the folders");
+    std::fs::write(parent.join(".env"), "APP_SERVER__PORT=eighty\n").expect("the parent's .env");
+    let run = || {
+        // `db status` reads the settings and, with no RDS instance set,
+        // stops at once.
+        let mut command = api();
+        command.current_dir(&working).args(["db", "status"]);
+        command
+    };
+
+    let (_, _, above) = output(&mut run()).await;
+    std::fs::write(working.join(".env"), "APP_SERVER__PORT=eighty\n").expect("its own .env");
+    let (ok, _, own) = output(&mut run()).await;
+    std::fs::remove_dir_all(&parent).expect("cleaned up");
+
+    assert!(
+        !above.contains("server.port"),
+        "a .env above the working folder was read: {above}"
+    );
+    assert!(!ok);
+    assert!(own.contains("server.port"), "{own}");
+}
+
+#[tokio::test]
 async fn serving_without_a_database_url_says_how_to_give_one() {
     let (ok, _, stderr) = output(api().arg("serve")).await;
 
