@@ -105,12 +105,17 @@ pub enum TargetState {
 /// A registered instance.
 #[derive(Debug)]
 struct Target {
+    /// Its address on the VPC; checks and requests go to `address:Port`.
     address: Ipv4Addr,
+    /// Where it stands in the target group.
     state: TargetState,
+    /// Passing health checks in a row.
     successes: u32,
+    /// Failing health checks in a row.
     failures: u32,
     /// Why the last health check failed.
     last_failure: Option<String>,
+    /// Requests sent to it and not yet answered, which a drain waits out.
     in_flight: Arc<AtomicUsize>,
     /// Requests sent to it.
     served: usize,
@@ -127,15 +132,22 @@ pub struct Counts {
     pub no_target: usize,
 }
 
+/// What the listener, the health checkers and the caller share.
 #[derive(Debug)]
 struct Shared {
+    /// The target group's settings, read from the bundle.
     settings: TargetGroupSettings,
     /// The compressed clock: real durations are the settings' × this.
     time_scale: f64,
+    /// The registered targets by instance id.
     targets: Mutex<BTreeMap<String, Target>>,
+    /// Signalled when a target's state changes.
     changed: Condvar,
+    /// Set when the load balancer stops.
     stop: AtomicBool,
+    /// What it answered, counted.
     counts: Mutex<Counts>,
+    /// The round robin's position.
     next: AtomicUsize,
 }
 
@@ -145,6 +157,7 @@ pub struct LoadBalancer {
     shared: Arc<Shared>,
     /// Its listener's port on 127.0.0.1.
     pub port: u16,
+    /// The listener's and the health checkers' threads.
     threads: Vec<JoinHandle<()>>,
 }
 

@@ -696,8 +696,11 @@ pub fn ensure_app_user() -> anyhow::Result<()> {
 /// A deployment's log: the steps and every command's output, kept to say
 /// why a step failed.
 struct Journal {
+    /// Where it is written.
     path: PathBuf,
+    /// Everything so far.
     text: String,
+    /// The last command's output.
     last: String,
 }
 

@@ -46,13 +46,21 @@ const RDS_CA_URL: &str = "https://truststore.pki.rds.amazonaws.com/global/global
 
 /// The environment being rehearsed: its instances and what they share.
 struct Environment<'a> {
+    /// The network: a host per instance, RDS's and the clients' addresses.
     vpc: &'a mut Vpc,
+    /// The load balancer in front of the instances.
     lb: LoadBalancer,
+    /// What AWS would give every instance (credentials, downloads).
     provided: Provided,
+    /// The `/etc/hosts` line that resolves RDS's endpoint on an instance.
     hosts: String,
+    /// The running instances by name (`i1`, `i2`, …).
     instances: BTreeMap<String, Instance>,
+    /// The last octet of the next instance's address.
     next_octet: u8,
+    /// Where the instances' file trees go ([`hosts_root`]).
     root: PathBuf,
+    /// Where the instances' step and process logs go.
     logs: PathBuf,
     /// How long a target may take to pass its first health check.
     health_wait: Duration,
@@ -123,12 +131,13 @@ fn diagnose(instance: &Instance) -> String {
 /// Where the instances' file trees go (each instance's `/var/app`, `/etc`,
 /// …): under the system's temporary folder, which every user may enter,
 /// because the app runs as `webapp` and must reach its files, and the
-/// target folder may sit in a home only root can enter (`/root/…`: the app
-/// then failed to start, unable to look for a `.env` above its folder).
+/// target folder may sit in a home only root can enter (`/root/…`).
 fn hosts_root() -> PathBuf {
     std::env::temp_dir().join("ebrehearse-hosts")
 }
 
+/// Named `elastic_beanstalk::…`, so that the Rust part of `cargo xtask
+/// test`, which includes ignored tests, can leave it to a part of its own.
 mod elastic_beanstalk {
     use super::*;
 
@@ -136,6 +145,10 @@ mod elastic_beanstalk {
     #[ignore = "needs root, nginx, PostgreSQL 16, moto and the bundle: `cargo xtask rehearse` builds the bundle and runs this"]
     fn the_bundle_deploys_rolls_out_under_load_and_scales_out_without_a_failed_request_or_a_lost_write()
     -> anyhow::Result<()> {
+        // A Ctrl-C stops the instances' processes (same process group),
+        // which fails the step under way; the test itself stays to tear the
+        // network namespaces and the bridge down.
+        ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
         let built = PathBuf::from(std::env::var_os("REHEARSAL_BUNDLE").context(
             "REHEARSAL_BUNDLE names no bundle: `cargo xtask rehearse` builds one and runs this test with it",
         )?);

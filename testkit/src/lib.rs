@@ -1,11 +1,11 @@
-//! Test fixtures shared by `cargo xtask` (its tasks, the rehearsal, the
-//! benchmark) and the integration tests, so that each exists once: the
+//! Test fixtures shared by `cargo xtask` (its tasks, the benchmark), the
+//! rehearsal and the integration tests, so that each exists once: the
 //! project's folders, commands run to completion, free ports, a child's
 //! clean environment, SIGTERM, the one wait loop, the api as a process on
 //! port 0 ([`ApiServer`]), PostgreSQL clusters ([`postgres`]), test
-//! certificates ([`tls`]), hosts in network namespaces ([`network`]), a
-//! minimal HTTP client ([`http`]), write load ([`load`]), and the pinned
-//! Python tools with moto, the AWS emulator ([`moto`]).
+//! certificates ([`tls`]), hosts in network namespaces ([`network`]), the
+//! HTTP client ([`http`]), write load ([`load`]), and the pinned Python
+//! tools with moto, the AWS emulator ([`moto`]).
 
 pub mod http;
 pub mod load;
@@ -32,9 +32,11 @@ pub fn project_root() -> PathBuf {
 }
 
 /// The cargo target folder (`CARGO_TARGET_DIR`, or `target/` in the root).
+/// A relative `CARGO_TARGET_DIR` is taken from the root, where xtask runs
+/// cargo: a test binary runs in its own crate's folder.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+        .map(|dir| project_root().join(dir))
         .unwrap_or_else(|| project_root().join("target"))
 }
 

@@ -381,6 +381,8 @@ fn rehearse() -> anyhow::Result<()> {
     step(
         "the Elastic Beanstalk rehearsal: the bundle on the model of the platform, the load balancer and RDS",
     );
+    // Absolute: the test runs in its crate's folder.
+    let bundle = std::path::absolute(&bundle).context("the bundle's path")?;
     run(only_ignored(REHEARSAL).env("REHEARSAL_BUNDLE", &bundle))
 }
 
