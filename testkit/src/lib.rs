@@ -114,14 +114,41 @@ pub fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-/// A progress line for the person at the terminal.
+/// A progress line for the person at the terminal, headed by the program
+/// that prints it (`xtask:`, `rehearsal:`, `reliability:`).
 pub fn status(message: &str) {
-    eprintln!("xtask: {message}");
+    eprintln!("{}: {message}", program());
 }
 
 /// The start of a named step in a long task.
 pub fn step(message: &str) {
-    eprintln!("\nxtask: ==> {message}");
+    eprintln!("\n{}: ==> {message}", program());
+}
+
+/// This program's name; for a test binary, its target's name without the
+/// hash cargo appends (`rehearsal-0123456789abcdef`).
+fn program() -> &'static str {
+    static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let path = std::env::current_exe().unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "testkit".to_owned());
+        without_hash(&stem).to_owned()
+    });
+    &NAME
+}
+
+/// `name` without a trailing `-` and 16 hexadecimal digits.
+fn without_hash(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((target, hash))
+            if hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()) =>
+        {
+            target
+        }
+        _ => name,
+    }
 }
 
 /// Installs the npm packages of `package-lock.json` (`npm ci`): the
@@ -443,6 +470,14 @@ mod tests {
         assert!(!exit.success(), "ended by SIGTERM: {exit}");
         assert!(server.log().contains("listening on"), "{}", server.log());
         let _ = std::fs::remove_file(log);
+    }
+
+    #[test]
+    fn a_test_binary_is_named_after_its_target_without_cargo_s_hash() {
+        assert_eq!(without_hash("rehearsal-0123456789abcdef"), "rehearsal");
+        assert_eq!(without_hash("api-server-0123456789abcdef"), "api-server");
+        assert_eq!(without_hash("xtask"), "xtask");
+        assert_eq!(without_hash("cargo-deny"), "cargo-deny");
     }
 
     #[test]
