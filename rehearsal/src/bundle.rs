@@ -52,6 +52,15 @@ pub fn entries(path: &Path) -> anyhow::Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// The `api` binary the bundle ships.
+pub fn binary(entries: &[Entry]) -> anyhow::Result<&[u8]> {
+    entries
+        .iter()
+        .find(|entry| entry.name == "api")
+        .map(|entry| entry.bytes.as_slice())
+        .context("the bundle lacks api")
+}
+
 /// The bundle's `.ebextensions`, parsed.
 pub fn config(entries: &[Entry]) -> anyhow::Result<Config> {
     Config::parse(

@@ -173,11 +173,11 @@ fn rehearse(built: &Path) -> anyhow::Result<()> {
         label: format!("{label}-v1"),
         path: built.to_path_buf(),
     };
+    let entries = bundle::entries(built)?;
     let v2 = Bundle {
         label: format!("{label}-v2-no-modes"),
-        path: without_modes(built, &out.join("bundle-without-modes.zip"))?,
+        path: without_modes(&entries, &out.join("bundle-without-modes.zip"))?,
     };
-    let entries = bundle::entries(built)?;
     let config = bundle::config(&entries)?;
     let settings = TargetGroupSettings::from_options(&config.namespace(PROCESS_NAMESPACE))?;
     status(&format!(
@@ -512,20 +512,15 @@ fn served(lb: &LoadBalancer, id: &str) -> usize {
 /// the deploy's first step does.
 fn extract_api(entries: &[bundle::Entry], out: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
-    let binary = entries
-        .iter()
-        .find(|entry| entry.name == "api")
-        .context("the bundle lacks api")?;
     let path = out.join("api-from-bundle");
-    std::fs::write(&path, &binary.bytes)?;
+    std::fs::write(&path, bundle::binary(entries)?)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     Ok(path)
 }
 
-/// The bundle re-zipped without its execute bits, as a zip made by
-/// another tool (CodePipeline's artifact) may be: every file is 0644.
-fn without_modes(bundle: &Path, to: &Path) -> anyhow::Result<PathBuf> {
-    let entries = bundle::entries(bundle)?;
+/// The bundle's `entries` re-zipped without their execute bits, as a zip
+/// made by another tool (CodePipeline's artifact) may be: every file is 0644.
+fn without_modes(entries: &[bundle::Entry], to: &Path) -> anyhow::Result<PathBuf> {
     let mut zip = zip::ZipWriter::new(std::fs::File::create(to)?);
     for entry in entries {
         let options = zip::write::SimpleFileOptions::default()

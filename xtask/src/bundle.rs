@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail, ensure};
 use zip::write::SimpleFileOptions;
 
 use crate::{cargo, project_root, run, status, step, web};
-use rehearsal::bundle::{check_entries, entries};
+use rehearsal::bundle::{binary, check_entries, entries};
 use testkit::target_dir;
 
 /// The target of the shipped binary: static, so it runs on Amazon Linux
@@ -80,13 +80,8 @@ pub fn build() -> anyhow::Result<PathBuf> {
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let entries = entries(path)?;
     check_entries(&entries)?;
-    let binary = &entries
-        .iter()
-        .find(|entry| entry.name == "api")
-        .context("the bundle lacks api")?
-        .bytes;
     let extracted = target_dir().join("bundle/api-from-zip");
-    std::fs::write(&extracted, binary)?;
+    std::fs::write(&extracted, binary(&entries)?)?;
     let described = Command::new("file")
         .arg(&extracted)
         .output()
