@@ -1,14 +1,14 @@
 //! The notes and greetings API: configuration, routes, database access and
 //! serving, behind a thin `main`.
 
-pub mod bootstrap;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod edge;
 pub mod error;
 pub mod openapi;
-pub mod rds;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -34,19 +34,20 @@ const DOCS: &str = "/docs";
 /// Where the OpenAPI document is served.
 const OPENAPI_JSON: &str = "/openapi.json";
 
-/// The complete application: API, documentation and middleware.
-pub fn router(state: AppState) -> Router {
+/// The complete application: API, documentation and middleware, with the
+/// request timeout and CORS origins of `settings`.
+pub fn router(state: AppState, settings: &Settings) -> Router {
     let (api, paths) = routes::api_routes().split_for_parts();
     // Unknown paths under the API's own answer a JSON 404, never the page.
     let mut api_prefixes = web::first_segments(&paths);
     api_prefixes.extend([DOCS.to_owned(), OPENAPI_JSON.to_owned()]);
     let fallback = web::Fallback::new(state.web.clone(), api_prefixes);
     let docs = SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document_with(paths));
-    let cors = cors_layer(&state.settings.cors);
-    let timeout = state.settings.server.request_timeout();
+    let cors = cors_layer(&settings.cors);
+    let timeout = settings.server.request_timeout();
     api.merge(docs)
         .fallback(move |request| fallback.clone().serve(request))
-        .layer(DefaultBodyLimit::max(data::BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(data::create::BODY_LIMIT))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -95,24 +96,19 @@ pub struct Application {
 
 impl Application {
     /// Finds the database, migrates when configured to, starts the store
-    /// (renewing IAM tokens when it signs in with them) and binds the
-    /// listener.
+    /// (renewing its password when that expires) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let connection = db::connection(&settings).await?;
         let application =
             Application::build_with_options(settings, connection.options.clone()).await?;
-        if let Some(iam) = connection.iam {
-            db::refresh_tokens(
-                application.store.clone(),
-                connection.options,
-                iam,
-                db::TOKEN_REFRESH,
-            );
+        if let Some(renewal) = connection.renewal {
+            db::renew(application.store.clone(), connection.options, renewal);
         }
         Ok(application)
     }
 
-    /// Like [`Application::build`], connecting with `options`.
+    /// Like [`Application::build`], connecting with `options` (a password
+    /// that never expires).
     pub async fn build_with_options(
         settings: Settings,
         options: PgConnectOptions,
@@ -126,11 +122,12 @@ impl Application {
             .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
         let grace = settings.server.shutdown_grace();
         let header_read_timeout = settings.server.header_read_timeout();
-        let state = AppState::new(options, settings)?;
+        let store = Store::connect(options, &settings.database);
+        let state = AppState::new(store.clone(), &settings.web)?;
         Ok(Application {
             listener,
-            store: state.store.clone(),
-            router: router(state),
+            store,
+            router: router(state, &settings),
             grace,
             header_read_timeout,
         })

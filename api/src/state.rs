@@ -1,11 +1,10 @@
-//! What every handler can reach: the data store, the configuration and the
-//! built web client, in one shared allocation.
+//! What every handler can reach: the data store and the built web client,
+//! in one shared allocation. Settings are not here: the router reads what
+//! it needs of them when it is built.
 
 use std::sync::Arc;
 
-use sqlx::postgres::PgConnectOptions;
-
-use crate::config::Settings;
+use crate::config::WebSettings;
 use crate::store::Store;
 use crate::web::WebAssets;
 
@@ -17,10 +16,8 @@ pub struct AppState(Arc<Shared>);
 /// The parts of [`AppState`].
 #[derive(Debug)]
 pub struct Shared {
-    /// The data store: a few connections serving requests in batches.
+    /// The data store: the connection pool and its batchers.
     pub store: Store,
-    /// The configuration the service started with.
-    pub settings: Settings,
     /// The built web client, when `web.dir` holds one.
     pub web: Option<Arc<WebAssets>>,
 }
@@ -34,21 +31,18 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// The state over a store connecting with `options`, loading the web
-    /// client from `web.dir`. Must be called inside a tokio runtime.
-    pub fn new(options: PgConnectOptions, settings: Settings) -> anyhow::Result<AppState> {
-        let web = WebAssets::load(&settings.web.dir)?;
-        if web.is_none() {
+    /// The state over `store`, loading the web client from `web.dir`.
+    pub fn new(store: Store, web: &WebSettings) -> anyhow::Result<AppState> {
+        let assets = WebAssets::load(&web.dir)?;
+        if assets.is_none() {
             tracing::warn!(
-                dir = %settings.web.dir.display(),
+                dir = %web.dir.display(),
                 "no web client in web.dir (build it with `cargo xtask web`): serving the API only"
             );
         }
-        let store = Store::start(options, settings.database.store());
         Ok(AppState(Arc::new(Shared {
             store,
-            settings,
-            web: web.map(Arc::new),
+            web: assets.map(Arc::new),
         })))
     }
 }

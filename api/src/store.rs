@@ -1,46 +1,45 @@
-//! The data store: a few long-lived connections, each owned by a task that
-//! serves requests in batches. Handlers never hold a connection.
+//! The data store: sqlx's connection pool, and over it batchers that serve
+//! many waiting requests of one kind with one statement.
 //!
-//! A handler puts its request on a bounded queue and awaits the answer. A
-//! task that is free takes everything waiting (up to [`MAX_BATCH`]) and
-//! serves each kind with one statement: inserts as one multi-row `INSERT …
-//! SELECT … FROM UNNEST`, lists as one `SELECT … LIMIT <largest n>`, reads
-//! by id as one `WHERE id = ANY(…)`. Nothing waits for company: alone, a
-//! request is one round trip; under load one round trip serves many.
+//! Two ways to reach the database, both bounded the same way and failing
+//! with the same [`StoreError`] (a 503 when the database cannot serve):
+//! - [`Store::batch`] for a statement many requests run at once: a type
+//!   that implements [`Batched`] (the insert, the newest entries and the
+//!   read by id, each in the file of its route). A task that is free takes
+//!   everything of that kind that waits (up to [`MAX_BATCH`]) and serves it
+//!   with one statement: alone, a request is one round trip; under load one
+//!   round trip serves many.
+//! - [`Store::run`] for any other statement: an ordinary sqlx query on a
+//!   connection from the pool.
 //!
-//! What it keeps:
-//! - a row is acknowledged only after its statement committed, and each
-//!   request gets exactly its own row (ids in arrival order);
-//! - a request is never added to a statement that already started; one
-//!   whose handler gave up (its client went away, or it waited longer than
-//!   the acquire timeout) before a task took it is never run;
-//! - a request cancelled after a task took it leaves the statement to
-//!   finish on the task, so no connection is left mid-protocol and none
-//!   needs a ping after use;
+//! What both keep:
 //! - at most `database.max_connections` server backends, whatever the
 //!   database does: every statement runs under `statement_timeout` and
-//!   `lock_timeout`, and a statement the server does not answer in time is
+//!   `lock_timeout`, and one the server does not answer in time is
 //!   abandoned with its connection;
-//! - a connection idle for longer than [`VALIDATE_AFTER`] is checked
-//!   before a batch uses it and replaced (with the current credentials)
-//!   when dead, so a restarted or failed-over database fails no request
-//!   once it answers again; a read is retried once on a fresh connection;
-//!   a write is never retried once sent;
-//! - a batch of inserts that fails on one row's data is split until the
-//!   row is alone, so its batch-mates are stored.
+//! - a request waits at most `database.acquire_timeout_secs` for a
+//!   connection, then answers 503;
+//! - a statement runs on a task of its own, so a request cancelled while it
+//!   runs (its client went away) leaves it to finish, and no connection is
+//!   returned mid-protocol;
+//! - a connection idle for longer than [`VALIDATE_AFTER`], or opened before
+//!   another connection was found lost, is checked before use and replaced
+//!   (with the current credentials) when dead, so a restarted or failed-over
+//!   database fails no request once it answers again.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+mod batch;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use domain::{DataRecord, NewData};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions as _, Connection as _};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use sqlx::Connection as _;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 
-/// Most requests one statement serves.
-pub const MAX_BATCH: usize = 512;
+pub use batch::{Batched, MAX_BATCH};
+
+use crate::config::DatabaseSettings;
 
 /// A connection unused for longer than this is checked before use
 /// (HikariCP's rule: busy connections are never pinged, stale ones are).
@@ -50,37 +49,28 @@ pub const VALIDATE_AFTER: Duration = Duration::from_millis(500);
 /// forever, and connections move to a new server after a failover.
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-/// How long past `statement_timeout` the task waits for the server's
-/// answer before it gives the connection up (the server normally cancels
-/// the statement itself; this bounds a server that stopped answering).
+/// How long past `statement_timeout` a statement's answer is awaited
+/// before its connection is given up (the server normally cancels the
+/// statement itself; this bounds a server that stopped answering).
 const STATEMENT_GRACE: Duration = Duration::from_secs(1);
 
-/// What the store is told at start.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// Connections (and tasks) it holds.
-    pub connections: usize,
-    /// Longest a request waits for a task, and a task for a connection.
-    pub acquire_timeout: Duration,
-    /// Server-side `statement_timeout` of every connection.
-    pub statement_timeout: Duration,
-    /// Server-side `lock_timeout` of every connection.
-    pub lock_timeout: Duration,
-    /// Requests that may wait at once; more are refused at once.
-    pub queue_capacity: usize,
-}
+/// A statement for [`Store::run`]: an async block over a borrowed
+/// connection, boxed (`Box::pin(async move { … })`).
+pub type Statement<'c, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
 
 /// Why a request got no answer from the database.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The queue is full: the database is slower than the requests.
+    /// Too many requests of this kind wait already: the database is
+    /// slower than the requests.
     #[error("{capacity} requests are already waiting for the database")]
     Busy {
         /// The queue's capacity.
         capacity: usize,
     },
-    /// No task took the request in time (every connection is busy or
-    /// stuck).
+    /// No connection was free in time (every connection is busy or stuck,
+    /// or none could be opened).
     #[error("no database connection was free within {0:?}")]
     Timeout(Duration),
     /// The database cannot serve now (unreachable, restarting, out of
@@ -102,8 +92,10 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         !matches!(self, StoreError::Failed(_))
     }
+}
 
-    fn from_sqlx(error: sqlx::Error) -> StoreError {
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
         if is_unavailable(&error) {
             StoreError::Unavailable(Arc::new(error))
         } else {
@@ -157,38 +149,43 @@ fn is_data_error(error: &sqlx::Error) -> bool {
         .is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
 }
 
-/// The store's handle; cheap to clone. The tasks stop, closing their
-/// connections, when the last handle is dropped.
+/// The store's handle; cheap to clone. The batchers' tasks stop when the
+/// last handle is dropped; [`Store::close`] also closes the connections.
 #[derive(Debug, Clone)]
 pub struct Store {
-    sender: mpsc::Sender<Job>,
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    /// The batchers, one per [`Batched`] type, started on first use. Only
+    /// the handles hold them: their tasks end when the last handle goes.
+    batchers: Arc<batch::Batchers>,
 }
 
+/// What the handles and the batchers' tasks share.
 #[derive(Debug)]
-struct Shared {
-    settings: StoreSettings,
-    /// Options for new connections (kept current under IAM auth).
-    options: RwLock<PgConnectOptions>,
-    /// Statements run, for figures.
+struct Core {
+    /// The connections.
+    pool: PgPool,
+    /// Longest a request waits for a connection.
+    acquire_timeout: Duration,
+    /// Longest a statement is awaited (the server's `statement_timeout`
+    /// plus [`STATEMENT_GRACE`]).
+    statement_limit: Duration,
+    /// Requests of one kind that may wait at once.
+    queue_capacity: usize,
+    /// Every connection's `statement_timeout` and `lock_timeout`.
+    timeouts: Timeouts,
+    /// Tasks per batcher: as many as there are connections.
+    connections: usize,
+    /// When connections were last found lost, for the pool's check.
+    losses: Arc<Losses>,
+    /// Statements run and requests they served.
+    counts: Counts,
+}
+
+/// Statements run and the requests they answered, for figures.
+#[derive(Debug, Default)]
+struct Counts {
     statements: AtomicU64,
-    /// Requests answered by them.
     requests: AtomicU64,
-}
-
-/// The newest entries a list request asked for: a prefix of what its
-/// batch's statement read.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    records: Arc<[DataRecord]>,
-    shown: usize,
-}
-
-impl Listing {
-    /// The entries, newest first.
-    pub fn records(&self) -> &[DataRecord] {
-        &self.records[..self.shown]
-    }
 }
 
 /// How many statements served how many requests so far.
@@ -200,571 +197,221 @@ pub struct StoreStats {
     pub requests: u64,
 }
 
-/// A request's claim: taken by a task, or given up by its handler first.
-const QUEUED: u8 = 0;
-const TAKEN: u8 = 1;
-const ABANDONED: u8 = 2;
-
+/// The last time a connection was found lost, as milliseconds since the
+/// store started: a connection opened before then is checked before use,
+/// since the server that closed one may have closed them all.
 #[derive(Debug)]
-enum Request {
-    Insert(NewData),
-    List(u32),
-    Get(i64),
-    Ping,
+struct Losses {
+    started: Instant,
+    last_ms: AtomicU64,
 }
 
-#[derive(Debug)]
-enum Answer {
-    Stored(DataRecord),
-    Listed(Listing),
-    Found(Option<DataRecord>),
-    Pong,
-}
-
-#[derive(Debug)]
-struct Job {
-    request: Request,
-    claim: Arc<AtomicU8>,
-    /// When it was queued: a task must have a connection for it by
-    /// `queued + acquire_timeout`.
-    queued: Instant,
-    reply: oneshot::Sender<Result<Answer, StoreError>>,
-}
-
-impl Job {
-    fn answer(self, answer: Result<Answer, StoreError>) {
-        let _ = self.reply.send(answer);
+impl Losses {
+    fn record(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(now.max(1), Ordering::Relaxed);
     }
-}
 
-/// Gives a request up when its handler is dropped before a task took it.
-struct Abandon(Arc<AtomicU8>);
-
-impl Drop for Abandon {
-    fn drop(&mut self) {
-        let _ = self
-            .0
-            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+    /// Whether a connection of this age was opened before the last loss.
+    fn predates_last(&self, age: Duration) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let opened = self.started.elapsed().saturating_sub(age);
+        opened.as_millis() <= u128::from(last)
     }
 }
 
 impl Store {
-    /// Starts the tasks; they connect with `options` when the first
-    /// requests arrive, so the service starts while the database is down.
-    /// Must be called inside a tokio runtime.
-    pub fn start(options: PgConnectOptions, settings: StoreSettings) -> Store {
-        let (sender, receiver) = mpsc::channel(settings.queue_capacity.max(1));
-        let shared = Arc::new(Shared {
-            options: RwLock::new(with_timeouts(options, &settings)),
-            settings,
-            statements: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+    /// The store over `options` with the limits of `settings`. Connections
+    /// are opened when the first requests arrive, so the service starts
+    /// while the database is down. Must be called inside a tokio runtime.
+    pub fn connect(options: PgConnectOptions, settings: &DatabaseSettings) -> Store {
+        let timeouts = Timeouts {
+            statement: settings.statement_timeout_secs.get(),
+            lock: settings.lock_timeout_secs.get(),
+        };
+        let losses = Arc::new(Losses {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
         });
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..shared.settings.connections.max(1) {
-            tokio::spawn(work(Arc::clone(&shared), Arc::clone(&receiver)));
+        let checked = Arc::clone(&losses);
+        let pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(settings.max_connections.get()).unwrap_or(u32::MAX))
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout_secs.get())
+            .max_lifetime(MAX_LIFETIME)
+            // Replaced by the check below: only connections idle for a
+            // while (or older than a loss) are pinged, never busy ones.
+            .test_before_acquire(false)
+            .before_acquire(move |connection, meta| {
+                let check = meta.idle_for >= VALIDATE_AFTER || checked.predates_last(meta.age);
+                Box::pin(async move {
+                    if check {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(with_timeouts(options, timeouts));
+        Store {
+            core: Arc::new(Core {
+                pool,
+                acquire_timeout: settings.acquire_timeout_secs.get(),
+                statement_limit: timeouts.statement + STATEMENT_GRACE,
+                queue_capacity: settings.queue_capacity.get(),
+                timeouts,
+                connections: settings.max_connections.get(),
+                losses,
+                counts: Counts::default(),
+            }),
+            batchers: Arc::default(),
         }
-        Store { sender, shared }
+    }
+
+    /// Serves `item` in a batch with every other waiting request of its
+    /// type: the reply is its own.
+    pub async fn batch<B: Batched>(&self, item: B) -> Result<B::Reply, StoreError> {
+        self.batchers.call(&self.core, item).await
+    }
+
+    /// Runs `statement` on a connection from the pool, on a task of its
+    /// own, within the statement limit; a connection that is lost or does
+    /// not answer in time is closed. Never retried: the statement may have
+    /// run. For example:
+    ///
+    /// ```ignore
+    /// let rows = store
+    ///     .run(move |connection| Box::pin(async move {
+    ///         sqlx::query_as!(DataRecord, "SELECT …", before).fetch_all(connection).await
+    ///     }))
+    ///     .await?;
+    /// ```
+    pub async fn run<T, F>(&self, statement: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Statement<'c, T> + Send + 'static,
+    {
+        let core = Arc::clone(&self.core);
+        let deadline = Instant::now() + core.acquire_timeout;
+        tokio::spawn(async move {
+            let mut connection = core.acquire(deadline).await?;
+            let outcome = core.bounded(statement(&mut connection)).await;
+            core.count(1);
+            drop(core.keep(connection, outcome.as_ref().err()));
+            Ok(outcome?)
+        })
+        .await
+        .unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Whether the database answers (readiness): a round trip on a
+    /// connection from the pool.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|connection| Box::pin(connection.ping())).await
     }
 
     /// New connections use `options` from now on (a renewed IAM token);
     /// open ones keep theirs.
     pub fn set_connect_options(&self, options: PgConnectOptions) {
-        *self
-            .shared
-            .options
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) =
-            with_timeouts(options, &self.shared.settings);
+        let options = with_timeouts(options, self.core.timeouts);
+        self.core.pool.set_connect_options(options);
     }
 
     /// The options new connections use.
-    pub fn connect_options(&self) -> PgConnectOptions {
-        self.shared
-            .options
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    pub fn connect_options(&self) -> Arc<PgConnectOptions> {
+        self.core.pool.connect_options()
     }
 
-    /// Requests waiting in the queue for a task right now.
+    /// Requests waiting for a connection right now, of every kind.
     pub fn waiting(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.batchers.waiting()
     }
 
     /// Statements run and requests served so far.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            statements: self.shared.statements.load(Ordering::Relaxed),
-            requests: self.shared.requests.load(Ordering::Relaxed),
+            statements: self.core.counts.statements.load(Ordering::Relaxed),
+            requests: self.core.counts.requests.load(Ordering::Relaxed),
         }
     }
 
-    /// Stores an entry; the answer is its record once committed.
-    pub async fn insert(&self, entry: NewData) -> Result<DataRecord, StoreError> {
-        match self.call(Request::Insert(entry)).await? {
-            Answer::Stored(record) => Ok(record),
-            other => unreachable!("an insert answered {other:?}"),
-        }
-    }
-
-    /// The `n` newest entries, newest first (shared with the requests of
-    /// the same batch, not copied for each).
-    pub async fn list(&self, n: u32) -> Result<Listing, StoreError> {
-        match self.call(Request::List(n)).await? {
-            Answer::Listed(records) => Ok(records),
-            other => unreachable!("a list answered {other:?}"),
-        }
-    }
-
-    /// The entry with this id, if any.
-    pub async fn get(&self, id: i64) -> Result<Option<DataRecord>, StoreError> {
-        match self.call(Request::Get(id)).await? {
-            Answer::Found(record) => Ok(record),
-            other => unreachable!("a read answered {other:?}"),
-        }
-    }
-
-    /// Whether the database answers a query (readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(Request::Ping).await.map(|_| ())
-    }
-
-    async fn call(&self, request: Request) -> Result<Answer, StoreError> {
-        let claim = Arc::new(AtomicU8::new(QUEUED));
-        let (reply, mut answer) = oneshot::channel();
-        let job = Job {
-            request,
-            claim: Arc::clone(&claim),
-            queued: Instant::now(),
-            reply,
-        };
-        self.sender.try_send(job).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy {
-                capacity: self.shared.settings.queue_capacity,
-            },
-            mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
-        })?;
-        let _abandon = Abandon(Arc::clone(&claim));
-        let timeout = self.shared.settings.acquire_timeout;
-        match tokio::time::timeout(timeout, &mut answer).await {
-            Ok(answer) => answer.unwrap_or(Err(StoreError::Stopped)),
-            Err(_) => {
-                if claim
-                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return Err(StoreError::Timeout(timeout));
-                }
-                // A task has it: its statement is bounded; wait for it.
-                answer.await.unwrap_or(Err(StoreError::Stopped))
-            }
-        }
+    /// Closes every connection, waiting for those in use to come back.
+    pub async fn close(&self) {
+        self.core.pool.close().await;
     }
 }
 
-/// The per-connection settings every connection starts with.
-fn with_timeouts(options: PgConnectOptions, settings: &StoreSettings) -> PgConnectOptions {
+impl Core {
+    /// A connection from the pool by `deadline`.
+    async fn acquire(&self, deadline: Instant) -> Result<PoolConnection<Postgres>, StoreError> {
+        let deadline = tokio::time::Instant::from_std(deadline.max(Instant::now()));
+        match tokio::time::timeout_at(deadline, self.pool.acquire()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => {
+                Err(StoreError::Timeout(self.acquire_timeout))
+            }
+            Ok(Err(error)) => Err(error.into()),
+        }
+    }
+
+    /// A statement with a client-side bound: past it the server is not
+    /// answering at all.
+    async fn bounded<T>(
+        &self,
+        statement: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let limit = self.statement_limit;
+        tokio::time::timeout(limit, statement)
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the database did not answer within {limit:?}"),
+                )))
+            })
+    }
+
+    /// A used connection, to use again or give back to the pool; `None`
+    /// when `failure` says it is lost (its state unknown): then it is
+    /// taken out of the pool at once, so a replacement may open, and
+    /// closed without a goodbye to a server that may not answer.
+    fn keep(
+        &self,
+        connection: PoolConnection<Postgres>,
+        failure: Option<&sqlx::Error>,
+    ) -> Option<PoolConnection<Postgres>> {
+        if failure.is_some_and(is_connection_lost) {
+            self.losses.record();
+            drop(connection.detach());
+            return None;
+        }
+        Some(connection)
+    }
+
+    fn count(&self, requests: usize) {
+        self.counts.statements.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .requests
+            .fetch_add(requests as u64, Ordering::Relaxed);
+    }
+}
+
+/// The server-side timeouts every connection starts with.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    statement: Duration,
+    lock: Duration,
+}
+
+/// `options` with the timeouts as startup parameters (no round trip).
+fn with_timeouts(options: PgConnectOptions, timeouts: Timeouts) -> PgConnectOptions {
     options.options([
         (
             "statement_timeout",
-            settings.statement_timeout.as_millis().to_string(),
+            timeouts.statement.as_millis().to_string(),
         ),
-        (
-            "lock_timeout",
-            settings.lock_timeout.as_millis().to_string(),
-        ),
+        ("lock_timeout", timeouts.lock.as_millis().to_string()),
     ])
-}
-
-/// One task: takes what waits, serves it, and again, until the store is
-/// dropped; then closes its connection.
-async fn work(shared: Arc<Shared>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut connection = Slot::default();
-    loop {
-        let jobs = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                break;
-            };
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            jobs
-        };
-        let jobs: Vec<Job> = jobs
-            .into_iter()
-            .filter(|job| {
-                job.claim
-                    .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            })
-            .collect();
-        if !jobs.is_empty() {
-            serve(&shared, &mut connection, jobs).await;
-        }
-    }
-    if let Some(open) = connection.open.take() {
-        let _ = open.connection.close().await;
-    }
-}
-
-/// Serves a batch: each kind with one statement.
-async fn serve(shared: &Shared, slot: &mut Slot, jobs: Vec<Job>) {
-    let deadline = jobs
-        .iter()
-        .map(|job| job.queued)
-        .min()
-        .unwrap_or_else(Instant::now)
-        + shared.settings.acquire_timeout;
-    let mut inserts = Vec::new();
-    let mut lists = Vec::new();
-    let mut gets = Vec::new();
-    let mut pings = Vec::new();
-    for job in jobs {
-        match job.request {
-            Request::Insert(_) => inserts.push(job),
-            Request::List(_) => lists.push(job),
-            Request::Get(_) => gets.push(job),
-            Request::Ping => pings.push(job),
-        }
-    }
-    if !inserts.is_empty() {
-        serve_inserts(shared, slot, deadline, inserts).await;
-    }
-    if !lists.is_empty() {
-        serve_lists(shared, slot, deadline, lists).await;
-    }
-    if !gets.is_empty() {
-        serve_gets(shared, slot, deadline, gets).await;
-    }
-    if !pings.is_empty() {
-        let answered = read(shared, slot, deadline, |connection| {
-            Box::pin(async move {
-                sqlx::query("SELECT 1").execute(connection).await?;
-                Ok(())
-            })
-        })
-        .await;
-        count(shared, pings.len());
-        for job in pings {
-            job.answer(answered.clone().map(|()| Answer::Pong));
-        }
-    }
-}
-
-fn count(shared: &Shared, requests: usize) {
-    shared.statements.fetch_add(1, Ordering::Relaxed);
-    shared
-        .requests
-        .fetch_add(requests as u64, Ordering::Relaxed);
-}
-
-type Statement<'c, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
-
-/// A read on a ready connection, retried once on a fresh connection when
-/// the first one turns out to be lost.
-async fn read<T>(
-    shared: &Shared,
-    slot: &mut Slot,
-    deadline: Instant,
-    statement: impl for<'c> Fn(&'c mut PgConnection) -> Statement<'c, T>,
-) -> Result<T, StoreError> {
-    let mut retried = false;
-    loop {
-        let connection = slot.ready(shared, deadline).await?;
-        match bounded(shared, statement(connection)).await {
-            Ok(value) => {
-                slot.used();
-                return Ok(value);
-            }
-            Err(error) if is_connection_lost(&error) => {
-                slot.discard();
-                if retried {
-                    return Err(StoreError::from_sqlx(error));
-                }
-                tracing::warn!(%error, "a database connection was lost; reading again on a fresh one");
-                retried = true;
-            }
-            Err(error) => {
-                slot.used();
-                return Err(StoreError::from_sqlx(error));
-            }
-        }
-    }
-}
-
-/// A statement with a client-side bound: the server's `statement_timeout`
-/// plus a grace. Past it the server is not answering at all.
-async fn bounded<T>(
-    shared: &Shared,
-    statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
-    let limit = shared.settings.statement_timeout + STATEMENT_GRACE;
-    tokio::time::timeout(limit, statement)
-        .await
-        .unwrap_or_else(|_| {
-            Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the database did not answer within {limit:?}"),
-            )))
-        })
-}
-
-async fn serve_lists(shared: &Shared, slot: &mut Slot, deadline: Instant, jobs: Vec<Job>) {
-    let largest = jobs
-        .iter()
-        .map(|job| match job.request {
-            Request::List(n) => n,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(1);
-    let listed: Result<Arc<[DataRecord]>, StoreError> =
-        read(shared, slot, deadline, move |connection| {
-            Box::pin(async move {
-                sqlx::query_as!(
-                    DataRecord,
-                    "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT $1",
-                    i64::from(largest),
-                )
-                .fetch_all(connection)
-                .await
-            })
-        })
-        .await
-        .map(Arc::from);
-    count(shared, jobs.len());
-    for job in jobs {
-        let n = match job.request {
-            Request::List(n) => n as usize,
-            _ => 0,
-        };
-        let answer = listed
-            .as_ref()
-            .map(|records| {
-                Answer::Listed(Listing {
-                    shown: n.min(records.len()),
-                    records: Arc::clone(records),
-                })
-            })
-            .map_err(Clone::clone);
-        job.answer(answer);
-    }
-}
-
-async fn serve_gets(shared: &Shared, slot: &mut Slot, deadline: Instant, jobs: Vec<Job>) {
-    let mut ids: Vec<i64> = jobs
-        .iter()
-        .filter_map(|job| match job.request {
-            Request::Get(id) => Some(id),
-            _ => None,
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let found = read(shared, slot, deadline, |connection| {
-        let ids = ids.clone();
-        Box::pin(async move {
-            sqlx::query_as!(
-                DataRecord,
-                "SELECT id, notes, greeting, created_at FROM data WHERE id = ANY($1)",
-                &ids[..],
-            )
-            .fetch_all(connection)
-            .await
-        })
-    })
-    .await;
-    count(shared, jobs.len());
-    let by_id: HashMap<i64, DataRecord> = match &found {
-        Ok(records) => records
-            .iter()
-            .map(|record| (record.id, record.clone()))
-            .collect(),
-        Err(_) => HashMap::new(),
-    };
-    for job in jobs {
-        let answer = match (&found, &job.request) {
-            (Ok(_), Request::Get(id)) => Ok(Answer::Found(by_id.get(id).cloned())),
-            (Err(error), _) => Err(error.clone()),
-            (Ok(_), _) => Ok(Answer::Found(None)),
-        };
-        job.answer(answer);
-    }
-}
-
-/// Inserts, one statement per group; a group that fails on a row's data
-/// is halved until the row is alone.
-async fn serve_inserts(shared: &Shared, slot: &mut Slot, deadline: Instant, jobs: Vec<Job>) {
-    let mut groups = vec![jobs];
-    while let Some(mut group) = groups.pop() {
-        match insert(shared, slot, deadline, &group).await {
-            Ok(records) => {
-                for (job, record) in group.into_iter().zip(records) {
-                    job.answer(Ok(Answer::Stored(record)));
-                }
-            }
-            Err(StoreError::Failed(error)) if group.len() > 1 && is_data_error(&error) => {
-                let second = group.split_off(group.len() / 2);
-                groups.push(second);
-                groups.push(group);
-            }
-            Err(error) => {
-                for job in group {
-                    job.answer(Err(error.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// One multi-row insert; the records come back in the jobs' order.
-async fn insert(
-    shared: &Shared,
-    slot: &mut Slot,
-    deadline: Instant,
-    jobs: &[Job],
-) -> Result<Vec<DataRecord>, StoreError> {
-    let (notes, greetings): (Vec<&str>, Vec<&str>) = jobs
-        .iter()
-        .filter_map(|job| match &job.request {
-            Request::Insert(entry) => Some((entry.notes(), entry.greeting())),
-            _ => None,
-        })
-        .unzip();
-    // Getting a connection sends nothing: a failure up to here is safe to
-    // answer (and to retry by the client). Once the statement is sent, a
-    // lost connection leaves the outcome unknown, so it is never resent.
-    let connection = slot.ready(shared, deadline).await?;
-    let inserted = bounded(
-        shared,
-        sqlx::query_as!(
-            DataRecord,
-            "INSERT INTO data (notes, greeting)
-             SELECT entry.notes, entry.greeting
-             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS entry(notes, greeting, position)
-             ORDER BY entry.position
-             RETURNING id, notes, greeting, created_at",
-            &notes[..] as &[&str],
-            &greetings[..] as &[&str],
-        )
-        .fetch_all(connection),
-    )
-    .await;
-    count(shared, jobs.len());
-    match inserted {
-        Ok(mut records) => {
-            slot.used();
-            // Identity values are drawn in the order rows are inserted,
-            // which `ORDER BY position` fixes: sorted by id, the records
-            // line up with the jobs.
-            records.sort_unstable_by_key(|record| record.id);
-            let lined_up = records.len() == jobs.len()
-                && records.iter().zip(notes.iter().zip(&greetings)).all(
-                    |(record, (notes, greeting))| {
-                        record.notes == *notes && record.greeting == *greeting
-                    },
-                );
-            if !lined_up {
-                return Err(StoreError::Failed(Arc::new(sqlx::Error::Protocol(
-                    "the inserted rows did not come back in the order they were sent".to_owned(),
-                ))));
-            }
-            Ok(records)
-        }
-        Err(error) => {
-            if is_connection_lost(&error) {
-                slot.discard();
-            } else {
-                slot.used();
-            }
-            Err(StoreError::from_sqlx(error))
-        }
-    }
-}
-
-/// A task's connection, when it has one.
-#[derive(Default)]
-struct Slot {
-    open: Option<Open>,
-}
-
-struct Open {
-    connection: PgConnection,
-    opened: Instant,
-    last_used: Instant,
-}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
-            .field("open", &self.open.is_some())
-            .finish()
-    }
-}
-
-impl Slot {
-    /// A connection fit for a batch by `deadline`: the open one if it is
-    /// young and (when idle past [`VALIDATE_AFTER`]) answers a ping, else
-    /// a new one made with the current options.
-    async fn ready(
-        &mut self,
-        shared: &Shared,
-        deadline: Instant,
-    ) -> Result<&mut PgConnection, StoreError> {
-        let deadline = tokio::time::Instant::from_std(deadline.max(Instant::now()));
-        if let Some(open) = &mut self.open {
-            if open.opened.elapsed() >= MAX_LIFETIME {
-                if let Some(old) = self.open.take() {
-                    tokio::spawn(async move {
-                        let _ = old.connection.close().await;
-                    });
-                }
-            } else if open.last_used.elapsed() >= VALIDATE_AFTER {
-                let alive = tokio::time::timeout_at(deadline, open.connection.ping()).await;
-                if !matches!(alive, Ok(Ok(()))) {
-                    tracing::info!("an idle database connection is gone; replacing it");
-                    self.open = None;
-                }
-            }
-        }
-        if self.open.is_none() {
-            let options = shared
-                .options
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let connection = tokio::time::timeout_at(deadline, options.connect())
-                .await
-                .map_err(|_| StoreError::Timeout(shared.settings.acquire_timeout))?
-                .map_err(StoreError::from_sqlx)?;
-            let now = Instant::now();
-            self.open = Some(Open {
-                connection,
-                opened: now,
-                last_used: now,
-            });
-        }
-        match &mut self.open {
-            Some(open) => Ok(&mut open.connection),
-            None => Err(StoreError::Stopped),
-        }
-    }
-
-    fn used(&mut self) {
-        if let Some(open) = &mut self.open {
-            open.last_used = Instant::now();
-        }
-    }
-
-    /// Drops a connection whose state is unknown (closing its socket).
-    fn discard(&mut self) {
-        self.open = None;
-    }
 }

@@ -14,7 +14,7 @@ use aws_sdk_elasticbeanstalk::types::{
     EnvironmentHealth, EnvironmentStatus, EventDescription, EventSeverity, S3Location,
 };
 
-use domain::wait::{self, Look};
+use ops::wait::{self, Look};
 
 use crate::{Progress, Target, Timing};
 

@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use aws_sdk_elasticbeanstalk::types::EnvironmentHealth;
 
 pub use crate::eb::{EnvironmentFlags, NewEnvironment, OptionSetting};
-pub use domain::progress::Progress;
-use domain::wait::Patience;
+pub use ops::progress::Progress;
+use ops::wait::Patience;
 
 /// Where the bundle goes: names of the application, environment and bucket.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
-use domain::db_report::{InstanceReport, StatusReport};
+use ops::db_report::{InstanceReport, StatusReport};
 
 use crate::Progress;
 

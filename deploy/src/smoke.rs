@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use domain::wait::{self, Look, Patience};
+use ops::wait::{self, Look, Patience};
 
 use crate::Progress;
 

@@ -92,13 +92,14 @@ async fn serve(pool: PgPool) -> String {
         api::config::Settings::defaults_figment(),
     )
     .expect("test settings load");
-    let state = api::state::AppState::new((*pool.connect_options()).clone(), settings)
-        .expect("state builds");
+    let store = api::store::Store::connect((*pool.connect_options()).clone(), &settings.database);
+    let state = api::state::AppState::new(store, &settings.web).expect("state builds");
+    let router = api::startup::router(state, &settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
     let address = listener.local_addr().expect("has an address");
-    tokio::spawn(async move { axum::serve(listener, api::startup::router(state)).await });
+    tokio::spawn(async move { axum::serve(listener, router).await });
     address.to_string()
 }
 

@@ -2,17 +2,7 @@
 //!
 //! It holds the wire types of the `/data` endpoints and the one definition of
 //! what a valid entry and a valid list size are, so the browser checks input
-//! with exactly the rules the server enforces. [`db_report`] types the
-//! reports of `api db provision/status --json` for the programs that read
-//! them; [`progress`] (feature `progress`) is the one progress display and
-//! [`wait`] (feature `wait`) the one polling loop of `api db provision` and
-//! `deploy`.
-
-pub mod db_report;
-#[cfg(feature = "progress")]
-pub mod progress;
-#[cfg(feature = "wait")]
-pub mod wait;
+//! with exactly the rules the server enforces.
 
 use std::fmt;
 

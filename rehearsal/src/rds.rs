@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use domain::db_report::{Endpoint, InstanceReport};
+use ops::db_report::{Endpoint, InstanceReport};
 
 use testkit::moto::{Moto, tools_python};
 use testkit::network::{NetHost, Vpc};

@@ -106,10 +106,10 @@ async fn a_dot_env_is_read_from_the_working_folder_only() {
     std::fs::create_dir_all(&working).expect("the folders");
     std::fs::write(parent.join(".env"), "APP_SERVER__PORT=eighty\n").expect("the parent's .env");
     let run = || {
-        // `db status` reads the settings and, with no RDS instance set,
-        // stops at once.
+        // `migrate` reads the settings and, with no database set, stops at
+        // once.
         let mut command = api();
-        command.current_dir(&working).args(["db", "status"]);
+        command.current_dir(&working).arg("migrate");
         command
     };
 

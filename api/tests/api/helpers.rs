@@ -5,6 +5,7 @@ use std::sync::Once;
 use api::config::{Profile, Settings};
 use api::startup::router;
 use api::state::AppState;
+use api::store::Store;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -39,7 +40,7 @@ pub struct TestApp {
     /// The router under test.
     pub router: Router,
     /// Its data store.
-    pub store: api::store::Store,
+    pub store: Store,
     /// The same database, for checking what was stored.
     pub pool: PgPool,
 }
@@ -108,10 +109,11 @@ impl TestApp {
     /// database, say), with `pool` on the test database for checks.
     pub fn over(options: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
         init_logs();
-        let state = AppState::new(options, settings).expect("state builds");
+        let store = Store::connect(options, &settings.database);
+        let state = AppState::new(store.clone(), &settings.web).expect("state builds");
         TestApp {
-            store: state.store.clone(),
-            router: router(state),
+            store,
+            router: router(state, &settings),
             pool,
         }
     }

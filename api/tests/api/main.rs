@@ -12,6 +12,7 @@ mod chaos;
 mod data;
 mod helpers;
 mod openapi;
+#[cfg(feature = "aws")]
 mod rds;
 mod routing;
 mod startup;

@@ -1,12 +1,18 @@
-//! RDS: waiting and error mapping with the SDK's own mocks
-//! (`aws-smithy-mocks`), provisioning and lookup against moto, the AWS
-//! emulator `cargo xtask test` starts (`AWS_ENDPOINT_URL`).
+//! RDS (the `aws` feature): waiting and error mapping with the SDK's own
+//! mocks (`aws-smithy-mocks`), provisioning and lookup against moto, the
+//! AWS emulator `cargo xtask test` starts (`AWS_ENDPOINT_URL`), and IAM
+//! tokens signed locally and renewed under load.
 
 use std::process::Output;
 use std::time::Duration;
 
-use api::config::{DatabaseAuth, Profile, Settings, SqlIdentifier};
-use api::rds::{self, RdsError};
+use api::aws::config::DatabaseAuth;
+use api::aws::connect::iam_renewal;
+use api::aws::rds::{self, Endpoint, RdsError};
+use api::config::{Profile, Settings, SqlIdentifier};
+use api::routes::data::create::InsertEntry;
+use api::store::Store;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::Client;
 use aws_sdk_rds::error::ErrorMetadata;
 use aws_sdk_rds::operation::describe_db_instances::{
@@ -14,9 +20,12 @@ use aws_sdk_rds::operation::describe_db_instances::{
 };
 use aws_sdk_rds::types::DbInstance;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use domain::NewData;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+use crate::helpers::test_settings;
 
 fn instance(status: &str) -> DbInstance {
     DbInstance::builder()
@@ -348,7 +357,7 @@ async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
         .await
         .expect("resolves the endpoint");
 
-    assert_eq!(settings.database.auth, DatabaseAuth::Iam);
+    assert_eq!(settings.rds.auth, DatabaseAuth::Iam);
     assert_eq!(
         Some(connection.options.get_host()),
         report["endpoint"]["host"].as_str()
@@ -360,7 +369,7 @@ async fn serve_finds_the_endpoint_of_the_instance_and_signs_in_with_iam() {
     assert_eq!(connection.options.get_username(), "notes_app");
     assert_eq!(connection.options.get_database(), Some("notes"));
     assert!(
-        connection.iam.is_some(),
+        connection.renewal.is_some(),
         "the password is an IAM token, renewed in the background"
     );
 }
@@ -385,7 +394,10 @@ async fn with_its_endpoint_configured_serve_needs_no_answer_from_the_rds_api() {
         "notes-db.abc123.us-east-1.rds.amazonaws.com"
     );
     assert_eq!(connection.options.get_port(), 6543);
-    assert!(connection.iam.is_some(), "still signs in with IAM tokens");
+    assert!(
+        connection.renewal.is_some(),
+        "still signs in with IAM tokens"
+    );
 
     settings.rds.endpoint = Some("notes-db:0".to_owned());
     let error = api::db::connection(&settings)
@@ -465,14 +477,16 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
     )));
     settings.rds.app_user = SqlIdentifier::try_from(role.clone()).expect("a plain role name");
 
-    let first = api::bootstrap::run(&settings).await.expect("bootstraps");
-    let second = api::bootstrap::run(&settings)
+    let first = api::aws::bootstrap::run(&settings)
+        .await
+        .expect("bootstraps");
+    let second = api::aws::bootstrap::run(&settings)
         .await
         .expect("bootstraps again");
 
     assert_eq!(
         first,
-        api::bootstrap::Outcome {
+        api::aws::bootstrap::Outcome {
             already_done: false,
             created_role: true,
             granted_rds_iam: true
@@ -480,7 +494,7 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
     );
     assert_eq!(
         second,
-        api::bootstrap::Outcome {
+        api::aws::bootstrap::Outcome {
             already_done: false,
             created_role: false,
             granted_rds_iam: true
@@ -520,4 +534,85 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
             .await
             .unwrap_or_else(|error| panic!("{statement}: {error}"));
     }
+}
+
+/// Static test credentials: tokens are signed locally, nothing is sent.
+async fn signing_config() -> SdkConfig {
+    let credentials =
+        aws_sdk_rds::config::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+#[tokio::test]
+async fn an_iam_token_is_signed_for_the_user_and_endpoint() {
+    let endpoint = Endpoint {
+        host: "notes.abc123.us-east-1.rds.amazonaws.com".to_owned(),
+        port: 5432,
+    };
+
+    let token = api::aws::rds::auth_token(&signing_config().await, &endpoint, "notes_app")
+        .await
+        .expect("signs");
+
+    assert!(
+        token.starts_with("notes.abc123.us-east-1.rds.amazonaws.com:5432/?"),
+        "{token}"
+    );
+    assert!(
+        token.contains("Action=connect") && token.contains("DBUser=notes_app"),
+        "{token}"
+    );
+    assert!(token.contains("X-Amz-Signature="), "{token}");
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn the_token_refresher_keeps_the_store_serving_across_renewals(pool: PgPool) {
+    // The test server trusts this user, so any token is accepted: this
+    // proves renewals swap the store's options without disturbing its
+    // serving (store.rs proves a renewed password really reaches a new
+    // connection, under password authentication).
+    let options = (*pool.connect_options()).clone();
+    let store = Store::connect(options.clone(), &test_settings().database);
+    let endpoint = Endpoint {
+        host: "localhost".to_owned(),
+        port: options.get_port(),
+    };
+    let renewal = iam_renewal(
+        signing_config().await,
+        endpoint,
+        "postgres".to_owned(),
+        Duration::from_millis(20),
+    );
+    let refresher = api::db::renew(store.clone(), options, renewal);
+
+    let mut writes = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while tokio::time::Instant::now() < deadline {
+        store
+            .batch(InsertEntry(
+                NewData::parse(Ok("renewing".to_owned()), Ok("tokens".to_owned())).expect("valid"),
+            ))
+            .await
+            .expect("writes while tokens are renewed");
+        writes += 1;
+    }
+    refresher.abort();
+
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+    assert_eq!(stored, writes);
+    assert!(writes > 1);
+    assert!(
+        store
+            .connect_options()
+            .get_options()
+            .is_some_and(|options| options.contains("statement_timeout")),
+        "renewed options keep the statement timeout"
+    );
 }

@@ -1,14 +1,18 @@
-//! The data store (`api::store`): requests coalesced onto a few long-lived
-//! connections, against real PostgreSQL, and through a proxy that breaks
-//! the connection the way restarts, failovers and silent networks do.
+//! The data store (`api::store`): requests coalesced into batches over a
+//! small pool of connections, against real PostgreSQL, and through a proxy
+//! that breaks the connection the way restarts, failovers and silent
+//! networks do.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use api::config::{Count, Seconds};
-use api::store::{Store, StoreError, StoreSettings};
+use api::config::{Count, DatabaseSettings, Seconds};
+use api::db::Renewal;
+use api::routes::data::create::InsertEntry;
+use api::routes::data::list::NewestEntries;
+use api::store::{Store, StoreError};
 use axum::http::StatusCode;
 use domain::{DataRecord, NewData};
 use serde_json::json;
@@ -18,14 +22,14 @@ use sqlx::postgres::PgConnectOptions;
 use crate::chaos::{Chaos, Mode};
 use crate::helpers::{TestApp, test_settings};
 
-fn store_settings(connections: usize) -> StoreSettings {
-    StoreSettings {
-        connections,
-        acquire_timeout: Duration::from_secs(2),
-        statement_timeout: Duration::from_secs(5),
-        lock_timeout: Duration::from_secs(2),
-        queue_capacity: 2048,
-    }
+/// The test profile's database settings with `connections` connections,
+/// a 2 s acquire timeout and room for 2048 waiting requests.
+fn store_settings(connections: usize) -> DatabaseSettings {
+    let mut settings = test_settings().database;
+    settings.max_connections = Count::try_from(connections).expect("not zero");
+    settings.acquire_timeout_secs = Seconds::try_from(2).expect("not zero");
+    settings.queue_capacity = Count::try_from(2048).expect("not zero");
+    settings
 }
 
 fn entry(notes: &str) -> NewData {
@@ -78,7 +82,7 @@ async fn insert_held_by_a_lock(
         .expect("locks");
     let insert = tokio::spawn({
         let store = store.clone();
-        async move { store.insert(entry(notes)).await }
+        async move { store.batch(InsertEntry(entry(notes))).await }
     });
     until("the insert waits on the lock", Duration::from_secs(10), async || {
         sqlx::query_scalar::<_, i64>(
@@ -177,10 +181,11 @@ async fn one_bad_row_does_not_fail_its_batch_mates(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("adds the constraint");
-    let store = Store::start(
+    let store = Store::connect(
         named(&pool, "batch-mates"),
-        StoreSettings {
-            lock_timeout: Duration::from_secs(30),
+        &DatabaseSettings {
+            lock_timeout_secs: Seconds::try_from(30).expect("not zero"),
+            statement_timeout_secs: Seconds::try_from(30).expect("not zero"),
             ..store_settings(1)
         },
     );
@@ -195,7 +200,9 @@ async fn one_bad_row_does_not_fail_its_batch_mates(pool: PgPool) {
             } else {
                 format!("mate {i}")
             };
-            tokio::spawn(async move { (notes.clone(), store.insert(entry(&notes)).await) })
+            tokio::spawn(
+                async move { (notes.clone(), store.batch(InsertEntry(entry(&notes))).await) },
+            )
         })
         .collect();
     until("the batch is queued", Duration::from_secs(10), async || {
@@ -479,9 +486,9 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
         "the test server must check passwords of password_login members (pg_hba.conf); run the \
          tests with `cargo xtask test`"
     );
-    let store = Store::start(options.clone().password("first"), store_settings(1));
+    let store = Store::connect(options.clone().password("first"), &store_settings(1));
     store
-        .insert(entry("with the first password"))
+        .batch(InsertEntry(entry("with the first password")))
         .await
         .expect("writes");
 
@@ -492,17 +499,19 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
         .await
         .expect("rotates");
     let renewals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let renewer = api::db::refresh_credentials(
+    let renewer = api::db::renew(
         store.clone(),
         options.clone(),
-        {
-            let renewals = Arc::clone(&renewals);
-            move || {
-                renewals.fetch_add(1, Ordering::SeqCst);
-                async { Ok("second".to_owned()) }
-            }
+        Renewal {
+            every: Duration::from_millis(10),
+            password: {
+                let renewals = Arc::clone(&renewals);
+                Arc::new(move || {
+                    renewals.fetch_add(1, Ordering::SeqCst);
+                    Box::pin(async { Ok("second".to_owned()) })
+                })
+            },
         },
-        Duration::from_millis(10),
     );
     // The second renewal starts only after the first one was applied.
     until("the renewer ran", Duration::from_secs(5), async || {
@@ -516,9 +525,12 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
         .await
         .expect("terminates the store's connection");
 
-    let listed = store.list(5).await.expect("a read on a fresh connection");
+    let listed = store
+        .batch(NewestEntries(5))
+        .await
+        .expect("a read on a fresh connection");
     let stored = store
-        .insert(entry("with the second password"))
+        .batch(InsertEntry(entry("with the second password")))
         .await
         .expect("a write on the renewed credentials");
 
@@ -541,8 +553,11 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
 async fn a_cancelled_request_leaves_its_statement_to_finish_and_the_next_answer_is_its_own(
     pool: PgPool,
 ) {
-    let store = Store::start(named(&pool, "cancelled"), store_settings(1));
-    store.insert(entry("one")).await.expect("writes");
+    let store = Store::connect(named(&pool, "cancelled"), &store_settings(1));
+    store
+        .batch(InsertEntry(entry("one")))
+        .await
+        .expect("writes");
 
     // The client goes away while its read runs (the table is locked, so it
     // waits); its statement finishes on the store's connection.
@@ -551,12 +566,16 @@ async fn a_cancelled_request_leaves_its_statement_to_finish_and_the_next_answer_
         .execute(&mut *lock)
         .await
         .expect("locks");
-    let cancelled = tokio::time::timeout(Duration::from_millis(200), store.list(10)).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), store.batch(NewestEntries(10))).await;
     assert!(cancelled.is_err(), "the request was cut short");
     lock.commit().await.expect("releases");
 
-    let stored = store.insert(entry("two")).await.expect("writes");
-    let listed = store.list(10).await.expect("reads");
+    let stored = store
+        .batch(InsertEntry(entry("two")))
+        .await
+        .expect("writes");
+    let listed = store.batch(NewestEntries(10)).await.expect("reads");
 
     assert_eq!(stored.notes, "two");
     assert_eq!(
@@ -580,8 +599,11 @@ async fn a_data_error_keeps_its_connection(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("adds the constraint");
-    let store = Store::start(named(&pool, "kept"), store_settings(1));
-    store.insert(entry("one")).await.expect("writes");
+    let store = Store::connect(named(&pool, "kept"), &store_settings(1));
+    store
+        .batch(InsertEntry(entry("one")))
+        .await
+        .expect("writes");
     let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
         "SELECT backend_start FROM pg_stat_activity WHERE application_name = 'kept'",
     )
@@ -589,8 +611,11 @@ async fn a_data_error_keeps_its_connection(pool: PgPool) {
     .await
     .expect("the connection");
 
-    let refused = store.insert(entry("poison")).await;
-    store.insert(entry("two")).await.expect("writes again");
+    let refused = store.batch(InsertEntry(entry("poison"))).await;
+    store
+        .batch(InsertEntry(entry("two")))
+        .await
+        .expect("writes again");
 
     assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
     let still: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
@@ -607,10 +632,10 @@ async fn an_unreachable_database_fails_within_the_acquire_timeout() {
     let options: PgConnectOptions = "postgres://nobody@127.0.0.1:1/none"
         .parse()
         .expect("parses");
-    let store = Store::start(options, store_settings(2));
+    let store = Store::connect(options, &store_settings(2));
 
     let started = Instant::now();
-    let failed = store.list(1).await;
+    let failed = store.batch(NewestEntries(1)).await;
 
     let error = failed.expect_err("no server");
     assert!(error.is_unavailable(), "{error}");
@@ -619,30 +644,38 @@ async fn an_unreachable_database_fails_within_the_acquire_timeout() {
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn a_full_queue_is_refused_at_once(pool: PgPool) {
-    let store = Store::start(
+    let store = Store::connect(
         named(&pool, "full"),
-        StoreSettings {
-            queue_capacity: 4,
-            lock_timeout: Duration::from_secs(30),
+        &DatabaseSettings {
+            queue_capacity: Count::try_from(4).expect("not zero"),
+            lock_timeout_secs: Seconds::try_from(30).expect("not zero"),
+            statement_timeout_secs: Seconds::try_from(30).expect("not zero"),
             ..store_settings(1)
         },
     );
-    // The only connection waits on a lock; four more requests fill the
-    // queue behind it.
+    // The only connection waits on a lock. Reads queue behind it: the read
+    // batcher's task takes the first and waits for the connection, and four
+    // more fill the read queue.
     let (lock, blocked) = insert_held_by_a_lock(&pool, &store, "full", "blocked").await;
-    let queued: Vec<_> = (0..4)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.list(1).await })
-        })
-        .collect();
+    let read = || {
+        let store = store.clone();
+        tokio::spawn(async move { store.batch(NewestEntries(1)).await })
+    };
+    let mut queued: Vec<_> = (0..4).map(|_| read()).collect();
+    until(
+        "a task took the first read",
+        Duration::from_secs(5),
+        async || store.waiting() == 3,
+    )
+    .await;
+    queued.push(read());
     until("the queue is full", Duration::from_secs(5), async || {
         store.waiting() == 4
     })
     .await;
 
     let started = Instant::now();
-    let refused = store.ping().await;
+    let refused = store.batch(NewestEntries(1)).await;
 
     assert!(
         matches!(refused, Err(StoreError::Busy { capacity: 4 })),

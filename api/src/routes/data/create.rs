@@ -1,36 +1,21 @@
-//! `/data`: store an entry and list the newest ones.
+//! `POST /data`: store an entry. The body is checked here, then the entry
+//! joins every other waiting one in one multi-row insert.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use domain::{
-    DataList, DataRecord, FieldError, ListLimit, NewData, NewDataRequest, Problem, TextError,
-};
+use domain::{DataRecord, FieldError, NewData, NewDataRequest, Problem, TextError};
 use serde_json::{Map, Value};
-use utoipa::IntoParams;
+use sqlx::postgres::PgConnection;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// The body of `GET /data` ([`DataList`]) over borrowed records.
-#[derive(serde::Serialize)]
-struct ListBody<'a> {
-    items: &'a [DataRecord],
-}
+use crate::store::Batched;
 
 /// Largest accepted `POST /data` body, in bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;
-
-/// Query parameters of `GET /data`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DataQuery {
-    /// How many of the most recently stored entries to return.
-    #[param(minimum = 1, maximum = 100, default = 10)]
-    pub n: Option<u32>,
-}
 
 /// Stores an entry.
 #[utoipa::path(
@@ -56,7 +41,7 @@ pub async fn create_data(
     State(state): State<AppState>,
     EntryBody(entry): EntryBody,
 ) -> Result<Response, ApiError> {
-    let record = state.store.insert(entry).await?;
+    let record = state.store.batch(InsertEntry(entry)).await?;
     let location = HeaderValue::from_str(&format!("/data/{}", record.id))
         .expect("a path made of digits is a valid header value");
     Ok((
@@ -67,81 +52,56 @@ pub async fn create_data(
         .into_response())
 }
 
-/// Lists the most recently stored entries, newest first.
-#[utoipa::path(
-    get,
-    path = "/data",
-    tag = "data",
-    params(DataQuery),
-    responses(
-        (status = 200, description = "The newest entries, newest first", body = DataList),
-        (status = 400, description = "`n` is not an integer from 1 to 100, or given twice", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn list_data(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let limit = parse_limit(query.as_deref().unwrap_or_default())?;
-    let listing = state.store.list(limit.get()).await?;
-    // `DataList` on the wire, serialized from the batch's shared records.
-    Ok(Json(ListBody {
-        items: listing.records(),
-    })
-    .into_response())
-}
+/// One entry to store. A batch is one multi-row `INSERT … SELECT … FROM
+/// UNNEST`: each request gets exactly its own row, and ids follow the
+/// order the requests arrived in.
+#[derive(Debug)]
+pub struct InsertEntry(pub NewData);
 
-/// Returns one stored entry: where `POST /data`'s `Location` points.
-#[utoipa::path(
-    get,
-    path = "/data/{id}",
-    tag = "data",
-    params(("id" = i64, Path, description = "Identifier of a stored entry, from `POST /data`")),
-    responses(
-        (status = 200, description = "The entry", body = DataRecord),
-        (status = 404, description = "No entry has this id (or the id is not an integer)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn get_data(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<DataRecord>, ApiError> {
-    let missing = || ApiError::NotFound(format!("No entry has the id {id:?}."));
-    let Ok(number) = id.parse::<i64>() else {
-        return Err(missing());
-    };
-    let record = state.store.get(number).await?;
-    record.map(Json).ok_or_else(missing)
-}
+impl Batched for InsertEntry {
+    type Reply = DataRecord;
 
-/// Reads `n` from a raw query string. Other parameters are ignored, but `n`
-/// given twice is refused rather than guessed at.
-fn parse_limit(query: &str) -> Result<ListLimit, ApiError> {
-    let refuse = |message: String| {
-        ApiError::InvalidQuery(vec![FieldError {
-            field: "n".to_owned(),
-            message,
-        }])
-    };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|_| refuse("the query string is not valid URL encoding".to_owned()))?;
-    let mut values = pairs
-        .into_iter()
-        .filter(|(key, _)| key == "n")
-        .map(|(_, value)| value);
-    let Some(value) = values.next() else {
-        return Ok(ListLimit::default());
-    };
-    if values.next().is_some() {
-        return Err(refuse("must be given at most once".to_owned()));
+    /// Once sent, a lost connection leaves the outcome unknown: never sent
+    /// twice.
+    const RESEND: bool = false;
+
+    async fn run(
+        connection: &mut PgConnection,
+        batch: &[InsertEntry],
+    ) -> Result<Vec<DataRecord>, sqlx::Error> {
+        let (notes, greetings): (Vec<&str>, Vec<&str>) = batch
+            .iter()
+            .map(|InsertEntry(entry)| (entry.notes(), entry.greeting()))
+            .unzip();
+        let mut records = sqlx::query_as!(
+            DataRecord,
+            "INSERT INTO data (notes, greeting)
+             SELECT entry.notes, entry.greeting
+             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS entry(notes, greeting, position)
+             ORDER BY entry.position
+             RETURNING id, notes, greeting, created_at",
+            &notes[..] as &[&str],
+            &greetings[..] as &[&str],
+        )
+        .fetch_all(connection)
+        .await?;
+        // Identity values are drawn in the order rows are inserted, which
+        // `ORDER BY position` fixes: sorted by id, the records line up with
+        // the requests.
+        records.sort_unstable_by_key(|record| record.id);
+        let lined_up = records.len() == batch.len()
+            && records.iter().zip(notes.iter().zip(&greetings)).all(
+                |(record, (notes, greeting))| {
+                    record.notes == *notes && record.greeting == *greeting
+                },
+            );
+        if !lined_up {
+            return Err(sqlx::Error::Protocol(
+                "the inserted rows did not come back in the order they were sent".to_owned(),
+            ));
+        }
+        Ok(records)
     }
-    ListLimit::parse(&value).map_err(|error| refuse(error.to_string()))
 }
 
 /// The body of `POST /data`, checked: declared as JSON, within the size
@@ -303,66 +263,5 @@ mod tests {
         let errors = unknown_fields(long.iter());
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field.chars().count(), MAX_ECHOED_NAME + 1);
-    }
-
-    /// The document is written from `DataQuery`, the handler reads the raw
-    /// query with `parse_limit`: each parameter the document describes must
-    /// be one the handler reads, with the bounds and default it enforces.
-    #[test]
-    fn the_documented_query_parameters_are_the_ones_the_handler_parses() {
-        let document = serde_json::to_value(crate::openapi::document()).expect("serializes");
-        let parameters = document["paths"]["/data"]["get"]["parameters"]
-            .as_array()
-            .expect("GET /data documents its query parameters");
-        assert!(!parameters.is_empty(), "GET /data documents no parameter");
-        for parameter in parameters {
-            let name = parameter["name"].as_str().expect("a parameter has a name");
-            assert_eq!(parameter["in"], "query", "{name}");
-            let bound = |key: &str| {
-                parameter["schema"][key]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{name}: the document gives no integer {key}"))
-            };
-            let (minimum, maximum, default) =
-                (bound("minimum"), bound("maximum"), bound("default"));
-            let parsed = |value: u64| {
-                parse_limit(&format!("{name}={value}"))
-                    .map(|limit| u64::from(limit.get()))
-                    .ok()
-            };
-            assert_eq!(
-                parsed(minimum),
-                Some(minimum),
-                "{name}={minimum} (documented minimum)"
-            );
-            assert_eq!(
-                parsed(maximum),
-                Some(maximum),
-                "{name}={maximum} (documented maximum)"
-            );
-            assert_eq!(
-                parsed(minimum - 1),
-                None,
-                "{name} below the documented minimum"
-            );
-            assert_eq!(
-                parsed(maximum + 1),
-                None,
-                "{name} above the documented maximum"
-            );
-            assert_eq!(
-                parse_limit("").map(|limit| u64::from(limit.get())).ok(),
-                Some(default),
-                "{name} absent: the documented default"
-            );
-        }
-    }
-
-    #[test]
-    fn the_limit_defaults_and_ignores_other_parameters() {
-        assert_eq!(parse_limit("").map(ListLimit::get).ok(), Some(10));
-        assert_eq!(parse_limit("x=1&n=3").map(ListLimit::get).ok(), Some(3));
-        assert!(parse_limit("n=3&n=3").is_err());
-        assert!(parse_limit("n=").is_err());
     }
 }

@@ -1,6 +1,6 @@
-//! Amazon RDS: provisioning the PostgreSQL instance (`api db provision`),
-//! reporting on it (`api db status`), finding its endpoint and making IAM
-//! authentication tokens for the service.
+//! The RDS API: provisioning the PostgreSQL instance (`api db provision`),
+//! reporting on it (`api db status`), describing it, and making IAM
+//! authentication tokens.
 
 use std::time::Duration;
 
@@ -8,11 +8,11 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_rds::Client;
 use aws_sdk_rds::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::types::{DbInstance, Tag};
-use domain::wait::{self, Look, Patience};
+use ops::wait::{self, Look, Patience};
 
-pub use domain::db_report::{Endpoint, InstanceReport, StatusReport};
+pub use ops::db_report::{Endpoint, InstanceReport, StatusReport};
 
-use crate::config::{ProvisionSettings, RdsSettings};
+use super::config::{ProvisionSettings, RdsSettings};
 
 /// Tag naming the application on everything this creates.
 const APPLICATION_TAG: (&str, &str) = ("application", "notes-api");

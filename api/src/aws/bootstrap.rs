@@ -12,8 +12,10 @@ use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
+use super::connect::{self, rds_target};
+use super::rds;
 use crate::config::Settings;
-use crate::{db, rds};
+use crate::db;
 
 /// The master credentials RDS keeps in Secrets Manager.
 #[derive(Deserialize)]
@@ -45,7 +47,7 @@ async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions>
         .instance_id
         .as_deref()
         .ok_or(rds::RdsError::NoInstanceId)?;
-    let target = db::rds_target(settings, id).await?;
+    let target = rds_target(settings, id).await?;
     let arn = target
         .report
         .master_secret_arn
@@ -76,7 +78,9 @@ async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions>
 /// and may use and create in its schema. Any failure means "not yet".
 async fn app_role_ready(settings: &Settings) -> bool {
     let check = async {
-        let connection = db::connection(settings).await?;
+        let connection = connect::connection(settings)
+            .await?
+            .context("rds.instance_id is not set")?;
         let mut connection = connection.options.connect().await?;
         let ready: bool = sqlx::query_scalar(
             "SELECT CASE WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = current_user) \

@@ -1,0 +1,9 @@
+//! What the operational commands share: [`progress`], the one progress
+//! display of `api db provision` and `deploy`; [`wait`], their one polling
+//! loop; and [`db_report`], the reports `api db provision/status --json`
+//! print, typed for the programs that read them (`deploy`, the
+//! rehearsal).
+
+pub mod db_report;
+pub mod progress;
+pub mod wait;
