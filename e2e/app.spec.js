@@ -74,6 +74,55 @@ test('retrieving entries shows the newest first with local times', async ({ page
   await page.screenshot({ path: `${process.env.BROWSER_OUT || 'target/browser'}/screenshot-table.png`, fullPage: true });
 });
 
+test('show older pages back through the entries below the table', async ({ page }) => {
+  await page.goto('/');
+  const notes = [unique('oldest'), unique('middle'), unique('newest')];
+  for (const note of notes) await addEntry(page, note, 'paged');
+  const older = [];
+  page.on('request', (request) => { if (request.url().includes('before=')) older.push(request.url()); });
+
+  await page.getByLabel('Number of entries to get').fill('1');
+  await page.getByRole('button', { name: 'Get entries' }).click();
+  await expect(page.getByRole('heading', { name: '1 most recent entry' })).toBeVisible();
+  await page.getByRole('button', { name: 'Show older' }).click();
+  await expect(page.getByRole('heading', { name: '2 most recent entries' })).toBeVisible();
+  await page.getByRole('button', { name: 'Show older' }).click();
+  await expect(page.getByRole('heading', { name: '3 most recent entries' })).toBeVisible();
+
+  const rows = page.getByRole('table').getByRole('row');
+  await expect(rows.nth(1)).toContainText(notes[2]);
+  await expect(rows.nth(2)).toContainText(notes[1]);
+  await expect(rows.nth(3)).toContainText(notes[0]);
+  expect(older).toHaveLength(2);
+  expect(older.every((url) => /[?&]n=1&before=\d+$/.test(url))).toBe(true);
+});
+
+test('a failed older page keeps the table and trying again adds the page', async ({ page }) => {
+  await page.goto('/');
+  await addEntry(page, unique('kept'), 'one');
+  await addEntry(page, unique('kept'), 'two');
+  let aborts = 1;
+  await page.route('**/data?n=*&before=*', async (route) => {
+    if (aborts > 0) {
+      aborts -= 1;
+      await route.abort('connectionrefused');
+    } else {
+      await route.continue();
+    }
+  });
+
+  await page.getByLabel('Number of entries to get').fill('1');
+  await page.getByRole('button', { name: 'Get entries' }).click();
+  await page.getByRole('button', { name: 'Show older' }).click();
+  await expect(page.getByRole('alert')).toContainText('could not be reached');
+  await expect(page.getByRole('heading', { name: '1 most recent entry' })).toBeVisible();
+  page.errors = page.errors.filter((text) => !text.includes('ERR_CONNECTION_REFUSED'));
+  await page.getByRole('button', { name: 'Try again' }).click();
+
+  await expect(page.getByRole('heading', { name: '2 most recent entries' })).toBeVisible();
+  await expect(page.getByRole('alert')).toHaveCount(0);
+});
+
 test('the count field uses the same rules as the server', async ({ page }) => {
   await page.goto('/');
   const requests = [];

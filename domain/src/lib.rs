@@ -308,8 +308,50 @@ pub struct DataRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DataList {
-    /// The most recently stored entries, newest first.
+    /// The most recently stored entries (below `before`, when given),
+    /// newest first.
     pub items: Vec<DataRecord>,
+    /// Present when older entries exist: the `before` that lists the next
+    /// page (the id of the last item).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 1, example = 41)
+    )]
+    pub next_before: Option<i64>,
+}
+
+/// An entry id as a `before` cursor: a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(i64);
+
+impl Cursor {
+    /// Parses the text of the `before` query parameter.
+    pub fn parse(text: &str) -> Result<Cursor, CursorError> {
+        // Only plain decimal digits: no sign, no spaces, no fraction.
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CursorError);
+        }
+        match text.parse::<i64>() {
+            Ok(id) if id >= 1 => Ok(Cursor(id)),
+            _ => Err(CursorError),
+        }
+    }
+
+    /// The id: entries below it are listed.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A `before` that is not a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorError;
+
+impl fmt::Display for CursorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("must be a positive integer (an entry's id)")
+    }
 }
 
 /// The number of entries to list: an integer from [`MIN_LIMIT`] to [`MAX_LIMIT`].
@@ -504,6 +546,39 @@ mod tests {
             assert_eq!(ListLimit::parse(text), Err(LimitError), "{text:?}");
         }
         assert_eq!(ListLimit::default().get(), DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn a_cursor_is_a_positive_integer() {
+        assert_eq!(Cursor::parse("1").map(Cursor::get), Ok(1));
+        assert_eq!(
+            Cursor::parse("9223372036854775807").map(Cursor::get),
+            Ok(i64::MAX)
+        );
+        for text in [
+            "0",
+            "-1",
+            "+5",
+            "abc",
+            "1.5",
+            "",
+            " 5",
+            "9223372036854775808",
+        ] {
+            assert_eq!(Cursor::parse(text), Err(CursorError), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_list_without_more_pages_says_nothing_of_a_next_one() {
+        let last = DataList {
+            items: Vec::new(),
+            next_before: None,
+        };
+        let json = serde_json::to_value(&last).expect("serialises");
+        assert_eq!(json, serde_json::json!({"items": []}));
+        let read: DataList = serde_json::from_str(r#"{"items": []}"#).expect("an old answer reads");
+        assert_eq!(read, last);
     }
 
     #[test]

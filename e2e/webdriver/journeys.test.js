@@ -247,6 +247,30 @@ describe(`the web client in ${ENGINE}`, () => {
     assert.equal(await time.getText(), expected);
   });
 
+  test('show older pages back through the entries below the table', async () => {
+    await open();
+    const notes = [unique('oldest'), unique('middle'), unique('newest')];
+    for (const note of notes) await addEntry(note, 'paged');
+    const mark = proxy.log.length;
+
+    await fill('#count', '1');
+    await $('.inline-form button[type=submit]').click();
+    await untilText('#results-heading', '1 most recent entry');
+    await $('.results button.secondary').click();
+    await untilText('#results-heading', '2 most recent entries');
+    await $('.results button.secondary').click();
+    await untilText('#results-heading', '3 most recent entries');
+
+    const rows = await driver.findElements(By.css('table tbody tr'));
+    assert.equal(rows.length, 3);
+    for (const [row, note] of [[0, notes[2]], [1, notes[1]], [2, notes[0]]]) {
+      assert.match(await rows[row].getText(), new RegExp(note));
+    }
+    const pages = proxy.requests('GET', LIST, mark).map((entry) => entry.path);
+    assert.equal(pages.length, 3);
+    assert.ok(pages.slice(1).every((path) => /[?&]n=1&before=\d+$/.test(path)), pages.join(' '));
+  });
+
   test('the count field uses the same rules as the server', async () => {
     await open();
     const mark = proxy.log.length;

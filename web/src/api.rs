@@ -50,9 +50,13 @@ pub async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, ApiFailu
     read(response, 201).await
 }
 
-/// `GET /data?n=`.
-pub async fn list_entries(n: u32) -> Result<DataList, ApiFailure> {
-    let response = Request::get(&format!("/data?n={n}"))
+/// `GET /data?n=`, or with `before` the page of older entries below it.
+pub async fn list_entries(n: u32, before: Option<i64>) -> Result<DataList, ApiFailure> {
+    let path = match before {
+        Some(before) => format!("/data?n={n}&before={before}"),
+        None => format!("/data?n={n}"),
+    };
+    let response = Request::get(&path)
         .send()
         .await
         .map_err(|_| ApiFailure::Network)?;

@@ -345,6 +345,119 @@ async fn listing_accepts_the_bounds_and_an_empty_table(pool: PgPool) {
     assert_eq!(one["items"][0]["id"], hundred["items"][0]["id"]);
 }
 
+/// The notes of a list's items, in order.
+fn listed_notes(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["notes"].as_str().expect("notes").to_owned())
+        .collect()
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn paging_back_visits_every_entry_once_newest_first(pool: PgPool) {
+    let app = TestApp::new(pool);
+    for i in 1..=25 {
+        app.store(&format!("note {i}"), "hi").await;
+    }
+
+    let mut pages = Vec::new();
+    let mut path = "/data?n=10".to_owned();
+    loop {
+        let response = app.get(&path).await;
+        assert_eq!(response.status, StatusCode::OK, "{path}");
+        let page = response.json();
+        pages.push(listed_notes(&page));
+        match page["next_before"].as_i64() {
+            Some(before) => {
+                assert_eq!(
+                    page["items"][9]["id"].as_i64(),
+                    Some(before),
+                    "the cursor is the last item's id"
+                );
+                path = format!("/data?n=10&before={before}");
+            }
+            None => break,
+        }
+        assert!(pages.len() < 10, "paging ends");
+    }
+
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10, 10, 5]);
+    let all: Vec<String> = pages.concat();
+    let expected: Vec<String> = (1..=25).rev().map(|i| format!("note {i}")).collect();
+    assert_eq!(all, expected);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn the_last_page_names_no_next_one(pool: PgPool) {
+    let app = TestApp::new(pool);
+    for i in 1..=10 {
+        app.store(&format!("note {i}"), "hi").await;
+    }
+
+    let exactly_all = app.get("/data?n=10").await.json();
+    let more_than_all = app.get("/data?n=11").await.json();
+    let one_short = app.get("/data?n=9").await.json();
+    let below_the_first = app.get("/data?before=1").await;
+
+    assert!(exactly_all.get("next_before").is_none(), "{exactly_all}");
+    assert!(
+        more_than_all.get("next_before").is_none(),
+        "{more_than_all}"
+    );
+    assert_eq!(one_short["next_before"], one_short["items"][8]["id"]);
+    assert_eq!(below_the_first.status, StatusCode::OK);
+    assert_eq!(below_the_first.json(), json!({"items": []}));
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_page_before_an_id_defaults_to_ten_entries_below_it(pool: PgPool) {
+    let app = TestApp::new(pool);
+    for i in 1..=30 {
+        app.store(&format!("note {i}"), "hi").await;
+    }
+    let newest = app.get("/data?n=1").await.json()["items"][0]["id"]
+        .as_i64()
+        .expect("an id");
+
+    let page = app.get(&format!("/data?before={newest}")).await.json();
+
+    let expected: Vec<String> = (20..=29).rev().map(|i| format!("note {i}")).collect();
+    assert_eq!(listed_notes(&page), expected);
+    assert!(page["next_before"].is_i64());
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn every_bad_cursor_is_refused_by_name(pool: PgPool) {
+    let app = TestApp::new(pool);
+    app.store("n", "g").await;
+
+    for query in [
+        "before=0",
+        "before=-1",
+        "before=abc",
+        "before=1.5",
+        "before=",
+        "before=9223372036854775808",
+        "before=5&before=5",
+        "n=0&before=0",
+    ] {
+        let response = app.get(&format!("/data?{query}")).await;
+
+        let problem = response.assert_problem(StatusCode::BAD_REQUEST);
+        assert_eq!(problem["type"], "/problems/invalid-query", "{query}");
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|error| error["field"].as_str().expect("a field"))
+            .collect();
+        assert!(fields.contains(&"before"), "{query}: {problem}");
+    }
+}
+
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
 async fn every_bad_list_size_names_the_allowed_range(pool: PgPool) {
     let app = TestApp::new(pool);

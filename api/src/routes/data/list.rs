@@ -1,19 +1,24 @@
-//! `GET /data?n=`: the newest entries. Every waiting request shares one
-//! `SELECT … LIMIT` of the largest `n` among them, each answered with its
-//! own prefix of the rows.
+//! `GET /data?n=&before=`: the newest entries, a page at a time.
+//!
+//! The first page (no `before`) is what most requests ask for, many at
+//! once: every waiting request shares one `SELECT … LIMIT` of the largest
+//! `n` among them (plus one, to tell whether older entries exist), each
+//! answered with its own prefix of the rows ([`NewestEntries`]). Older pages
+//! are an ordinary query on the pool ([`older`]): rarer, each with its own
+//! `before`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use domain::{DataList, DataRecord, FieldError, ListLimit, Problem};
+use domain::{Cursor, DataList, DataRecord, FieldError, ListLimit, Problem};
 use sqlx::postgres::PgConnection;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::Batched;
+use crate::store::{Batched, Store, StoreError};
 
 /// Query parameters of `GET /data`.
 #[derive(Debug, IntoParams)]
@@ -22,23 +27,41 @@ pub struct DataQuery {
     /// How many of the most recently stored entries to return.
     #[param(minimum = 1, maximum = 100, default = 10)]
     pub n: Option<u32>,
+    /// Only entries with an id below this: the `next_before` of the
+    /// previous page. Absent, the list starts at the newest entry.
+    #[param(minimum = 1)]
+    pub before: Option<i64>,
 }
 
 /// The body of `GET /data` ([`DataList`]) over borrowed records.
 #[derive(serde::Serialize)]
 struct ListBody<'a> {
     items: &'a [DataRecord],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<i64>,
 }
 
-/// Lists the most recently stored entries, newest first.
+impl<'a> ListBody<'a> {
+    /// The page `items`; `more` when older entries exist beyond it.
+    fn new(items: &'a [DataRecord], more: bool) -> ListBody<'a> {
+        let next_before = if more {
+            items.last().map(|record| record.id)
+        } else {
+            None
+        };
+        ListBody { items, next_before }
+    }
+}
+
+/// Lists the most recently stored entries, newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/data",
     tag = "data",
     params(DataQuery),
     responses(
-        (status = 200, description = "The newest entries, newest first", body = DataList),
-        (status = 400, description = "`n` is not an integer from 1 to 100, or given twice", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The newest entries (below `before`, when given), newest first; `next_before` names the next page when older entries exist", body = DataList),
+        (status = 400, description = "`n` is not an integer from 1 to 100, `before` not a positive integer, or either given twice", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
@@ -48,37 +71,75 @@ pub async fn list_data(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let limit = parse_limit(query.as_deref().unwrap_or_default())?;
-    let listing = state.store.batch(NewestEntries(limit.get())).await?;
-    // `DataList` on the wire, serialized from the batch's shared records.
-    Ok(Json(ListBody {
-        items: listing.records(),
-    })
-    .into_response())
+    let (limit, before) = parse_query(query.as_deref().unwrap_or_default())?;
+    let n = limit.get();
+    let response = match before {
+        None => {
+            let listing = state.store.batch(NewestEntries(n)).await?;
+            // `DataList` on the wire, serialized from the batch's shared records.
+            Json(ListBody::new(listing.records(), listing.more)).into_response()
+        }
+        Some(before) => {
+            let (records, more) = older(&state.store, n, before).await?;
+            Json(ListBody::new(&records, more)).into_response()
+        }
+    };
+    Ok(response)
 }
 
-/// Reads `n` from a raw query string. Other parameters are ignored, but `n`
-/// given twice is refused rather than guessed at.
-fn parse_limit(query: &str) -> Result<ListLimit, ApiError> {
-    let refuse = |message: String| {
-        ApiError::InvalidQuery(vec![FieldError {
-            field: "n".to_owned(),
-            message,
-        }])
+/// Reads `n` and `before` from a raw query string, reporting every bad
+/// one. Other parameters are ignored, but one given twice is refused
+/// rather than guessed at.
+fn parse_query(query: &str) -> Result<(ListLimit, Option<Cursor>), ApiError> {
+    let refused = |field: &str, message: String| FieldError {
+        field: field.to_owned(),
+        message,
     };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|_| refuse("the query string is not valid URL encoding".to_owned()))?;
-    let mut values = pairs
-        .into_iter()
-        .filter(|(key, _)| key == "n")
-        .map(|(_, value)| value);
-    let Some(value) = values.next() else {
-        return Ok(ListLimit::default());
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|_| {
+        ApiError::InvalidQuery(vec![refused(
+            "n",
+            "the query string is not valid URL encoding".to_owned(),
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let limit = match single(&pairs, "n") {
+        Ok(None) => Some(ListLimit::default()),
+        Ok(Some(value)) => ListLimit::parse(value)
+            .map_err(|error| errors.push(refused("n", error.to_string())))
+            .ok(),
+        Err(message) => {
+            errors.push(refused("n", message));
+            None
+        }
     };
-    if values.next().is_some() {
-        return Err(refuse("must be given at most once".to_owned()));
+    let before = match single(&pairs, "before") {
+        Ok(None) => Some(None),
+        Ok(Some(value)) => Cursor::parse(value)
+            .map(Some)
+            .map_err(|error| errors.push(refused("before", error.to_string())))
+            .ok(),
+        Err(message) => {
+            errors.push(refused("before", message));
+            None
+        }
+    };
+    match (limit, before) {
+        (Some(limit), Some(before)) if errors.is_empty() => Ok((limit, before)),
+        _ => Err(ApiError::InvalidQuery(errors)),
     }
-    ListLimit::parse(&value).map_err(|error| refuse(error.to_string()))
+}
+
+/// The one value of `name` in `pairs`, if given; given twice is an error.
+fn single<'a>(pairs: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, String> {
+    let mut values = pairs
+        .iter()
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err("must be given at most once".to_owned());
+    }
+    Ok(first)
 }
 
 /// The `n` newest entries, newest first.
@@ -91,12 +152,19 @@ pub struct NewestEntries(pub u32);
 pub struct Listing {
     records: Arc<[DataRecord]>,
     shown: usize,
+    /// Whether older entries exist beyond the shown ones.
+    more: bool,
 }
 
 impl Listing {
     /// The entries, newest first.
     pub fn records(&self) -> &[DataRecord] {
         &self.records[..self.shown]
+    }
+
+    /// Whether older entries exist beyond [`Listing::records`].
+    pub fn more(&self) -> bool {
+        self.more
     }
 }
 
@@ -110,30 +178,73 @@ impl Batched for NewestEntries {
         batch: &[NewestEntries],
     ) -> Result<Vec<Listing>, sqlx::Error> {
         let largest = batch.iter().map(|NewestEntries(n)| *n).max().unwrap_or(1);
+        // One more than asked for: its presence says older entries exist.
         let records: Arc<[DataRecord]> = sqlx::query_as!(
             DataRecord,
             "SELECT id, notes, greeting, created_at FROM data ORDER BY id DESC LIMIT $1",
-            i64::from(largest),
+            i64::from(largest) + 1,
         )
         .fetch_all(connection)
         .await?
         .into();
         Ok(batch
             .iter()
-            .map(|NewestEntries(n)| Listing {
-                shown: (*n as usize).min(records.len()),
-                records: Arc::clone(&records),
+            .map(|NewestEntries(n)| {
+                let n = *n as usize;
+                Listing {
+                    shown: n.min(records.len()),
+                    more: records.len() > n,
+                    records: Arc::clone(&records),
+                }
             })
             .collect())
     }
+}
+
+/// The `n` newest entries with an id below `before`, newest first, and
+/// whether older ones exist beyond them.
+pub async fn older(
+    store: &Store,
+    n: u32,
+    before: Cursor,
+) -> Result<(Vec<DataRecord>, bool), StoreError> {
+    let before = before.get();
+    let mut records = store
+        .run(move |connection| {
+            Box::pin(async move {
+                sqlx::query_as!(
+                    DataRecord,
+                    "SELECT id, notes, greeting, created_at FROM data WHERE id < $1 \
+                     ORDER BY id DESC LIMIT $2",
+                    before,
+                    i64::from(n) + 1,
+                )
+                .fetch_all(connection)
+                .await
+            })
+        })
+        .await?;
+    let more = records.len() > n as usize;
+    records.truncate(n as usize);
+    Ok((records, more))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The value `parse_query` read for parameter `name` from `query`.
+    fn parsed(query: &str, name: &str) -> Result<Option<u64>, ()> {
+        let (limit, before) = parse_query(query).map_err(|_| ())?;
+        Ok(match name {
+            "n" => Some(u64::from(limit.get())),
+            "before" => before.map(|cursor| u64::try_from(cursor.get()).expect("positive")),
+            other => panic!("the handler reads no parameter {other}"),
+        })
+    }
+
     /// The document is written from `DataQuery`, the handler reads the raw
-    /// query with `parse_limit`: each parameter the document describes must
+    /// query with `parse_query`: each parameter the document describes must
     /// be one the handler reads, with the bounds and default it enforces.
     #[test]
     fn the_documented_query_parameters_are_the_ones_the_handler_parses() {
@@ -141,55 +252,66 @@ mod tests {
         let parameters = document["paths"]["/data"]["get"]["parameters"]
             .as_array()
             .expect("GET /data documents its query parameters");
-        assert!(!parameters.is_empty(), "GET /data documents no parameter");
+        let names: Vec<&str> = parameters
+            .iter()
+            .map(|parameter| parameter["name"].as_str().expect("a parameter has a name"))
+            .collect();
+        assert_eq!(names, ["n", "before"]);
         for parameter in parameters {
             let name = parameter["name"].as_str().expect("a parameter has a name");
             assert_eq!(parameter["in"], "query", "{name}");
-            let bound = |key: &str| {
-                parameter["schema"][key]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{name}: the document gives no integer {key}"))
-            };
-            let (minimum, maximum, default) =
-                (bound("minimum"), bound("maximum"), bound("default"));
-            let parsed = |value: u64| {
-                parse_limit(&format!("{name}={value}"))
-                    .map(|limit| u64::from(limit.get()))
-                    .ok()
-            };
+            let schema = &parameter["schema"];
+            let minimum = schema["minimum"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: the document gives no minimum"));
+            let at = |value: u64| parsed(&format!("{name}={value}"), name);
             assert_eq!(
-                parsed(minimum),
-                Some(minimum),
+                at(minimum),
+                Ok(Some(minimum)),
                 "{name}={minimum} (documented minimum)"
             );
             assert_eq!(
-                parsed(maximum),
-                Some(maximum),
-                "{name}={maximum} (documented maximum)"
-            );
-            assert_eq!(
-                parsed(minimum - 1),
-                None,
+                at(minimum - 1),
+                Err(()),
                 "{name} below the documented minimum"
             );
+            if let Some(maximum) = schema["maximum"].as_u64() {
+                assert_eq!(
+                    at(maximum),
+                    Ok(Some(maximum)),
+                    "{name}={maximum} (documented maximum)"
+                );
+                assert_eq!(
+                    at(maximum + 1),
+                    Err(()),
+                    "{name} above the documented maximum"
+                );
+            }
+            let absent = parsed("", name).expect("no parameter is required");
             assert_eq!(
-                parsed(maximum + 1),
-                None,
-                "{name} above the documented maximum"
-            );
-            assert_eq!(
-                parse_limit("").map(|limit| u64::from(limit.get())).ok(),
-                Some(default),
-                "{name} absent: the documented default"
+                absent,
+                schema["default"].as_u64(),
+                "{name} absent: the documented default, or none"
             );
         }
     }
 
     #[test]
     fn the_limit_defaults_and_ignores_other_parameters() {
-        assert_eq!(parse_limit("").map(ListLimit::get).ok(), Some(10));
-        assert_eq!(parse_limit("x=1&n=3").map(ListLimit::get).ok(), Some(3));
-        assert!(parse_limit("n=3&n=3").is_err());
-        assert!(parse_limit("n=").is_err());
+        let limit = |query: &str| parse_query(query).map(|(limit, _)| limit.get()).ok();
+        assert_eq!(limit(""), Some(10));
+        assert_eq!(limit("x=1&n=3"), Some(3));
+        assert_eq!(limit("n=3&n=3"), None);
+        assert_eq!(limit("n="), None);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_reported_by_name() {
+        let Err(ApiError::InvalidQuery(errors)) = parse_query("n=0&before=x&before=2") else {
+            panic!("refused");
+        };
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, ["n", "before"]);
+        assert_eq!(errors[1].message, "must be given at most once");
     }
 }
