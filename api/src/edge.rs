@@ -12,9 +12,9 @@
 //!
 //! One hand-written layer rather than tower-http's request-id and
 //! set-header layers plus a logging middleware: each layer's future embeds
-//! the next, every request builds and moves them all, and on this
-//! service's cheapest request (`GET /health`) that stack cost about as
-//! much as the bare request itself (callgrind, docs/performance.md).
+//! the next and every request builds and moves them all, which on the
+//! cheapest request (`GET /health`) costs about as much as the request
+//! itself (docs/performance.md).
 
 use std::future::Future;
 use std::pin::Pin;
