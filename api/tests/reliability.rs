@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
+use testkit::api_server::ApiServer;
 use testkit::http::Reply;
 use testkit::load::{Load, Outcome, check_acknowledged, stored_ids};
+use testkit::paths::target_dir;
 use testkit::postgres::Cluster;
-use testkit::{ApiServer, status, step, target_dir};
+use testkit::progress::{status, step};
 
 /// Database acquire timeout given to the service in the outage scenario.
 const ACQUIRE_TIMEOUT_SECS: u64 = 2;
@@ -112,7 +114,7 @@ fn outage(cluster: &Cluster, out: &Path) -> anyhow::Result<serde_json::Value> {
     }
     cluster.launch()?;
     load.set_phase(2);
-    let recovered_after = testkit::wait_until(
+    let recovered_after = testkit::wait::wait_until(
         "the service to recover (a 200 from GET /health/ready)",
         Duration::from_secs(30),
         || {

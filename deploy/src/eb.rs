@@ -14,9 +14,11 @@ use aws_sdk_elasticbeanstalk::types::{
     EnvironmentHealth, EnvironmentStatus, EventDescription, EventSeverity, S3Location,
 };
 
+use ops::progress::Progress;
 use ops::wait::{self, Look};
 
-use crate::{Progress, Target, Timing};
+use crate::target::Target;
+use crate::timing::Timing;
 
 /// Platform picked when none is named: the newest Go platform on Amazon
 /// Linux 2023 (it runs the prebuilt binary; see the README).

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use deploy::{Deployer, EnvironmentFlags, NewEnvironment, Progress, Target, Timing};
+use deploy::deployer::{Deployed, Deployer};
+use deploy::eb::{EnvironmentFlags, NewEnvironment};
+use deploy::target::Target;
+use deploy::timing::Timing;
+use ops::progress::Progress;
 
 /// Deploy the bundle to Elastic Beanstalk: provision RDS, upload, create the
 /// version (processed), create or update the environment, wait for Ready and
@@ -102,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         bucket: cli.bucket.clone(),
     };
     let mut new_environment = NewEnvironment::from_flags(&cli.environment_flags);
-    let (eb, s3) = deploy::aws_clients().await?;
+    let (eb, s3) = deploy::clients::aws_clients().await?;
     let deployer = Deployer {
         eb,
         s3,
@@ -170,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// In GitHub Actions: the URL as a step output and a line in the job summary.
-fn report_to_github(deployed: &deploy::Deployed) -> anyhow::Result<()> {
+fn report_to_github(deployed: &Deployed) -> anyhow::Result<()> {
     use std::io::Write as _;
     let append = |variable: &str, text: String| -> anyhow::Result<()> {
         if let Some(path) = std::env::var_os(variable) {

@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 use ops::db_report::{InstanceReport, StatusReport};
-
-use crate::Progress;
+use ops::progress::Progress;
 
 /// Runs `api db provision --json` with the `APP_RDS__*` settings of this
 /// process's environment; its progress goes to our stderr, its report is

@@ -12,9 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use ops::progress::Progress;
 use ops::wait::{self, Look, Patience};
-
-use crate::Progress;
 
 /// Longest wait for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

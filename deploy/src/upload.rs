@@ -5,8 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
-
-use crate::Progress;
+use ops::progress::Progress;
 
 /// Uploads `bundle` to `s3://bucket/key`.
 pub async fn put_bundle(

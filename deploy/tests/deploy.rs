@@ -25,7 +25,11 @@ use aws_sdk_elasticbeanstalk::types::{
 };
 use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use deploy::{Deployer, EnvironmentFlags, NewEnvironment, OptionSetting, Progress, Target, Timing};
+use deploy::deployer::Deployer;
+use deploy::eb::{EnvironmentFlags, NewEnvironment, OptionSetting};
+use deploy::target::Target;
+use deploy::timing::Timing;
+use ops::progress::Progress;
 use sqlx::PgPool;
 
 const APP: &str = "notes";

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use deploy::{Deployer, NewEnvironment, OptionSetting, Progress, Target, Timing};
+use deploy::deployer::Deployer;
+use deploy::eb::{NewEnvironment, OptionSetting};
+use deploy::target::Target;
+use deploy::timing::Timing;
+use ops::progress::Progress;
 
 /// Clients for moto. Its tests are `#[ignore]`d, so a plain `cargo test`
 /// skips them; run without moto (`--include-ignored`), they fail here naming
@@ -13,7 +17,9 @@ async fn moto() -> Deployer {
     std::env::var("AWS_ENDPOINT_URL").expect(
         "AWS_ENDPOINT_URL is not set: run the tests with `cargo xtask test`, which starts moto",
     );
-    let (eb, s3) = deploy::aws_clients().await.expect("clients for moto");
+    let (eb, s3) = deploy::clients::aws_clients()
+        .await
+        .expect("clients for moto");
     Deployer {
         eb,
         s3,

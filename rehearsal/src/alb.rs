@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use testkit::status;
+use testkit::progress::status;
 
 /// The target group's settings, with Elastic Beanstalk's defaults for the
 /// options the bundle leaves out.

@@ -228,7 +228,7 @@ fn nginx_listen_port(entries: &[Entry]) -> anyhow::Result<u16> {
 mod tests {
     use std::path::PathBuf;
 
-    use testkit::project_root;
+    use testkit::paths::project_root;
 
     use super::*;
 

@@ -91,6 +91,8 @@ impl Config {
         Ok(config)
     }
 
+    /// Adds config file `file`, parsed as `value`, over what earlier files
+    /// said.
     fn add(&mut self, file: &str, value: &Value) -> anyhow::Result<()> {
         let sections = value
             .as_object()
@@ -98,9 +100,26 @@ impl Config {
         for key in sections.keys() {
             ensure!(SECTIONS.contains(&key.as_str()), "unknown section {key}");
         }
-        match &sections.get("option_settings") {
-            None => {}
-            Some(Value::Object(namespaces)) => {
+        if let Some(options) = sections.get("option_settings") {
+            self.add_options(options)?;
+        }
+        if let Some(commands) = sections.get("container_commands") {
+            self.add_container_commands(file, commands)?;
+        }
+        if let Some(files) = sections.get("files") {
+            self.add_files(file, files)?;
+        }
+        if sections.contains_key("commands") {
+            self.commands.push(file.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Sets the options of an `option_settings` section, in either of its
+    /// shapes (namespace → option → value, or a list of entries).
+    fn add_options(&mut self, options: &Value) -> anyhow::Result<()> {
+        match options {
+            Value::Object(namespaces) => {
                 for (namespace, options) in namespaces {
                     let options = options
                         .as_object()
@@ -110,7 +129,7 @@ impl Config {
                     }
                 }
             }
-            Some(Value::Array(entries)) => {
+            Value::Array(entries) => {
                 for entry in entries {
                     let field = |key: &str| {
                         entry[key]
@@ -120,73 +139,79 @@ impl Config {
                     self.set(field("namespace")?, field("option_name")?, &entry["value"])?;
                 }
             }
-            Some(_) => bail!("option_settings must be a mapping or a list"),
-        }
-        if let Some(commands) = sections.get("container_commands") {
-            let commands = commands
-                .as_object()
-                .context("container_commands must be a mapping")?;
-            let mut names: Vec<&String> = commands.keys().collect();
-            names.sort();
-            for name in names {
-                let spec = &commands[name];
-                let text = |key: &str| spec[key].as_str().map(str::to_owned);
-                let truthy = |key: &str| match &spec[key] {
-                    Value::Bool(flag) => *flag,
-                    Value::String(text) => text.eq_ignore_ascii_case("true"),
-                    _ => false,
-                };
-                let env = spec["env"]
-                    .as_object()
-                    .map(|env| {
-                        env.iter()
-                            .map(|(key, value)| (key.clone(), scalar(value)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.container_commands.push(ContainerCommand {
-                    file: file.to_owned(),
-                    name: name.clone(),
-                    command: text("command")
-                        .with_context(|| format!("container command {name} has no command"))?,
-                    leader_only: truthy("leader_only"),
-                    test: text("test"),
-                    ignore_errors: truthy("ignoreErrors"),
-                    cwd: text("cwd"),
-                    env,
-                });
-            }
-        }
-        if let Some(files) = sections.get("files") {
-            let files = files.as_object().context("files must be a mapping")?;
-            let mut paths: Vec<&String> = files.keys().collect();
-            paths.sort();
-            for path in paths {
-                let spec = &files[path];
-                ensure!(
-                    path.starts_with('/'),
-                    "files: {path} is not an absolute path"
-                );
-                let entry = FileEntry {
-                    file: file.to_owned(),
-                    path: path.clone(),
-                    content: spec["content"].as_str().map(str::to_owned),
-                    source: spec["source"].as_str().map(str::to_owned),
-                    mode: spec["mode"].as_str().map(str::to_owned),
-                };
-                ensure!(
-                    entry.content.is_some() != entry.source.is_some(),
-                    "files: {path} needs exactly one of content and source"
-                );
-                self.files.push(entry);
-            }
-        }
-        if sections.contains_key("commands") {
-            self.commands.push(file.to_owned());
+            _ => bail!("option_settings must be a mapping or a list"),
         }
         Ok(())
     }
 
+    /// Adds the `container_commands` section of config file `file`, in name
+    /// order.
+    fn add_container_commands(&mut self, file: &str, commands: &Value) -> anyhow::Result<()> {
+        let commands = commands
+            .as_object()
+            .context("container_commands must be a mapping")?;
+        let mut names: Vec<&String> = commands.keys().collect();
+        names.sort();
+        for name in names {
+            let spec = &commands[name];
+            let text = |key: &str| spec[key].as_str().map(str::to_owned);
+            let truthy = |key: &str| match &spec[key] {
+                Value::Bool(flag) => *flag,
+                Value::String(text) => text.eq_ignore_ascii_case("true"),
+                _ => false,
+            };
+            let env = spec["env"]
+                .as_object()
+                .map(|env| {
+                    env.iter()
+                        .map(|(key, value)| (key.clone(), scalar(value)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.container_commands.push(ContainerCommand {
+                file: file.to_owned(),
+                name: name.clone(),
+                command: text("command")
+                    .with_context(|| format!("container command {name} has no command"))?,
+                leader_only: truthy("leader_only"),
+                test: text("test"),
+                ignore_errors: truthy("ignoreErrors"),
+                cwd: text("cwd"),
+                env,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds the `files` section of config file `file`, in path order.
+    fn add_files(&mut self, file: &str, files: &Value) -> anyhow::Result<()> {
+        let files = files.as_object().context("files must be a mapping")?;
+        let mut paths: Vec<&String> = files.keys().collect();
+        paths.sort();
+        for path in paths {
+            let spec = &files[path];
+            ensure!(
+                path.starts_with('/'),
+                "files: {path} is not an absolute path"
+            );
+            let entry = FileEntry {
+                file: file.to_owned(),
+                path: path.clone(),
+                content: spec["content"].as_str().map(str::to_owned),
+                source: spec["source"].as_str().map(str::to_owned),
+                mode: spec["mode"].as_str().map(str::to_owned),
+            };
+            ensure!(
+                entry.content.is_some() != entry.source.is_some(),
+                "files: {path} needs exactly one of content and source"
+            );
+            self.files.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Sets option `name` of `namespace` to the single `value`; a later
+    /// file's value wins.
     fn set(&mut self, namespace: &str, name: &str, value: &Value) -> anyhow::Result<()> {
         ensure!(
             !matches!(value, Value::Object(_) | Value::Array(_)),

@@ -33,7 +33,7 @@ use anyhow::{Context as _, bail, ensure};
 use crate::bundle::DEFAULT_APP_PORT;
 use crate::ebextensions::Config;
 use testkit::network::{self, NetHost, privileged};
-use testkit::status;
+use testkit::progress::status;
 
 /// The unprivileged user Elastic Beanstalk runs the app as.
 pub const APP_USER: &str = "webapp";
@@ -170,6 +170,8 @@ impl Instance {
         Ok(())
     }
 
+    /// The platform engine's sequence for `bundle`, each step written to
+    /// `journal`: the initial steps, configure, deploy.
     fn engine(
         &mut self,
         bundle: &Bundle,
@@ -193,33 +195,7 @@ impl Instance {
              model; use container_commands",
             config.commands.join(", ")
         );
-        for file in &config.files {
-            let target = self.path(&file.path);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            match (&file.content, &file.source) {
-                (Some(content), _) => std::fs::write(&target, content)?,
-                (None, Some(source)) => {
-                    let local = provided.downloads.get(source).with_context(|| {
-                        format!(
-                            "{}: files: {} comes from {source}, for which the rehearsal has no \
-                             local copy (it never downloads)",
-                            file.file, file.path
-                        )
-                    })?;
-                    std::fs::copy(local, &target)?;
-                }
-                (None, None) => {}
-            }
-            if let Some(mode) = &file.mode {
-                use std::os::unix::fs::PermissionsExt as _;
-                let mode = u32::from_str_radix(mode, 8)
-                    .with_context(|| format!("files: {} mode {mode} is not octal", file.path))?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
-            }
-            journal.step(&format!("files: wrote {} ({})", file.path, file.file));
-        }
+        self.write_files(&config, provided, journal)?;
         let env = self.environment(&config, provided);
         self.run_hooks(&staging, "prebuild", &env, journal)?;
 
@@ -249,6 +225,44 @@ impl Instance {
         journal.step("started nginx with the new configuration");
         self.run_hooks(&current, "postdeploy", &env, journal)?;
         self.version = Some(bundle.label.clone());
+        Ok(())
+    }
+
+    /// Writes the `files:` entries of `config` into this instance's folder,
+    /// `source` ones from the local copies in `provided`, with their modes.
+    fn write_files(
+        &self,
+        config: &Config,
+        provided: &Provided,
+        journal: &mut Journal,
+    ) -> anyhow::Result<()> {
+        for file in &config.files {
+            let target = self.path(&file.path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            match (&file.content, &file.source) {
+                (Some(content), _) => std::fs::write(&target, content)?,
+                (None, Some(source)) => {
+                    let local = provided.downloads.get(source).with_context(|| {
+                        format!(
+                            "{}: files: {} comes from {source}, for which the rehearsal has no \
+                             local copy (it never downloads)",
+                            file.file, file.path
+                        )
+                    })?;
+                    std::fs::copy(local, &target)?;
+                }
+                (None, None) => {}
+            }
+            if let Some(mode) = &file.mode {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = u32::from_str_radix(mode, 8)
+                    .with_context(|| format!("files: {} mode {mode} is not octal", file.path))?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+            }
+            journal.step(&format!("files: wrote {} ({})", file.path, file.file));
+        }
         Ok(())
     }
 
@@ -431,7 +445,7 @@ impl Instance {
             std::fs::create_dir_all(self.path("/var/lib/nginx").join(dir))?;
         }
         // nginx's workers write buffered bodies and the health log.
-        testkit::run(
+        testkit::process::run(
             privileged("chown")
                 .args(["-R", &nginx_user()])
                 .arg(self.path("/var/lib/nginx"))
@@ -540,7 +554,7 @@ impl Instance {
             .context("starting nginx")?;
         self.nginx = Some(child);
         // nginx is up once it accepts on 80 inside the namespace.
-        testkit::wait_until(
+        testkit::wait::wait_until(
             "nginx to listen on port 80 in the instance",
             Duration::from_secs(10),
             || {
@@ -682,7 +696,7 @@ pub fn ensure_app_user() -> anyhow::Result<()> {
         status(&format!(
             "adding the system user {APP_USER} (Elastic Beanstalk runs the app as it)"
         ));
-        testkit::run(privileged("useradd").args([
+        testkit::process::run(privileged("useradd").args([
             "--system",
             "--no-create-home",
             "--shell",

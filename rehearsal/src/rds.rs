@@ -26,8 +26,9 @@ use ops::db_report::{Endpoint, InstanceReport};
 use testkit::moto::{Moto, tools_python};
 use testkit::network::{NetHost, Vpc};
 use testkit::postgres::{Cluster, Spec};
+use testkit::process::{run, without_app_settings};
+use testkit::progress::{status, step};
 use testkit::tls::{TestCertificates, server_certificate};
-use testkit::{status, step};
 
 /// The instance the bundle's `.ebextensions` name.
 pub const INSTANCE_ID: &str = "notes-db";
@@ -63,23 +64,7 @@ impl Rds {
         step(
             "RDS: `api db provision` against the RDS API (moto), then PostgreSQL 16 shaped as RDS",
         );
-        let mut provision = Command::new(api);
-        testkit::without_app_settings(&mut provision);
-        moto.aim(&mut provision)
-            .args(["db", "provision", "--json"])
-            .current_dir(out)
-            .env("APP_PROFILE", "prod")
-            .env("APP_RDS__INSTANCE_ID", INSTANCE_ID)
-            .env("APP_RDS__POLL_INTERVAL_SECS", "0");
-        let output = provision.output().context("running api db provision")?;
-        if !output.status.success() {
-            bail!(
-                "api db provision failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let report: InstanceReport = serde_json::from_slice(&output.stdout)
-            .context("api db provision --json printed no instance report")?;
+        let report = provision(moto, api, out)?;
         let Endpoint {
             host: endpoint,
             port,
@@ -99,49 +84,9 @@ impl Rds {
         put_master_secret(moto, &secret_arn, master, &password)?;
 
         let host: NetHost = vpc.add_host("db", 10, "")?;
-        let (cert, key) = server_certificate(certificates, &out.join("rds-tls"), &endpoint)?;
-        let hba = format!(
-            "# RDS's stand-in: its own superuser over the socket only; TLS for everyone else\n\
-             # (rds.force_ssl); rds_iam members by token (not verified here), the rest by password.\n\
-             local   all  rdsadmin                trust\n\
-             hostssl all  +rds_iam  {vpc}         trust\n\
-             hostssl all  all       {vpc}         scram-sha-256\n\
-             host    all  all       0.0.0.0/0     reject\n",
-            vpc = "10.213.0.0/24"
-        );
-        let cluster = Cluster::start_spec(Spec {
-            name: "rds",
-            bin: testkit::postgres::embedded_postgres_bin()?,
-            superuser: "rdsadmin",
-            host: host.clone(),
-            settings: vec![
-                "fsync=off".to_owned(),
-                "synchronous_commit=off".to_owned(),
-                "max_connections=100".to_owned(),
-                "password_encryption=scram-sha-256".to_owned(),
-            ],
-            tls: (cert, key),
-            hba,
-        })?;
+        let cluster = start_postgres(&host, certificates, &endpoint, out)?;
         let version = cluster.query("postgres", "SHOW server_version")?;
-        cluster.psql(
-            "postgres",
-            &[
-                "-c",
-                "CREATE ROLE rds_superuser NOLOGIN",
-                "-c",
-                "CREATE ROLE rds_iam NOLOGIN",
-                "-c",
-                "GRANT rds_iam TO rds_superuser WITH ADMIN OPTION",
-                "-c",
-                &format!(
-                    "CREATE ROLE {master} WITH LOGIN NOSUPERUSER INHERIT CREATEDB CREATEROLE \
-                     NOREPLICATION PASSWORD '{password}' IN ROLE rds_superuser"
-                ),
-                "-c",
-                &format!("CREATE DATABASE {database} OWNER {master}"),
-            ],
-        )?;
+        create_master(&cluster, master, &password, &database)?;
         status(&format!(
             "RDS: PostgreSQL {} on {}:5432 ({endpoint}), TLS only, master {master} (NOSUPERUSER \
              CREATEDB CREATEROLE, in rds_superuser) owning database {database}",
@@ -166,13 +111,99 @@ impl Rds {
                       boto3.client('secretsmanager').delete_secret(SecretId=sys.argv[1], ForceDeleteWithoutRecovery=True)\n";
         let mut command = Command::new(python);
         moto.aim(command.args(["-c", script, &self.secret_arn]));
-        testkit::run(&mut command).context("deleting the master secret in moto's Secrets Manager")
+        run(&mut command).context("deleting the master secret in moto's Secrets Manager")
     }
 
     /// The `/etc/hosts` line that makes the endpoint resolve on the VPC.
     pub fn hosts_line(&self) -> String {
         format!("{} {}\n", self.address, self.endpoint)
     }
+}
+
+/// Runs the bundle's `api db provision --json` against moto's RDS API in
+/// `out`, as the deploy's first step does, and returns its report.
+fn provision(moto: &Moto, api: &Path, out: &Path) -> anyhow::Result<InstanceReport> {
+    let mut provision = Command::new(api);
+    without_app_settings(&mut provision);
+    moto.aim(&mut provision)
+        .args(["db", "provision", "--json"])
+        .current_dir(out)
+        .env("APP_PROFILE", "prod")
+        .env("APP_RDS__INSTANCE_ID", INSTANCE_ID)
+        .env("APP_RDS__POLL_INTERVAL_SECS", "0");
+    let output = provision.output().context("running api db provision")?;
+    if !output.status.success() {
+        bail!(
+            "api db provision failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout)
+        .context("api db provision --json printed no instance report")
+}
+
+/// PostgreSQL 16 on `host`, as RDS runs it: its superuser `rdsadmin` over
+/// the socket only, TLS only with a server certificate for `endpoint` from
+/// the test CA, `rds_iam` members by token and everyone else by password.
+fn start_postgres(
+    host: &NetHost,
+    certificates: &TestCertificates,
+    endpoint: &str,
+    out: &Path,
+) -> anyhow::Result<Cluster> {
+    let (cert, key) = server_certificate(certificates, &out.join("rds-tls"), endpoint)?;
+    let hba = format!(
+        "# RDS's stand-in: its own superuser over the socket only; TLS for everyone else\n\
+         # (rds.force_ssl); rds_iam members by token (not verified here), the rest by password.\n\
+         local   all  rdsadmin                trust\n\
+         hostssl all  +rds_iam  {vpc}         trust\n\
+         hostssl all  all       {vpc}         scram-sha-256\n\
+         host    all  all       0.0.0.0/0     reject\n",
+        vpc = "10.213.0.0/24"
+    );
+    Cluster::start_spec(Spec {
+        name: "rds",
+        bin: testkit::postgres::embedded_postgres_bin()?,
+        superuser: "rdsadmin",
+        host: host.clone(),
+        settings: vec![
+            "fsync=off".to_owned(),
+            "synchronous_commit=off".to_owned(),
+            "max_connections=100".to_owned(),
+            "password_encryption=scram-sha-256".to_owned(),
+        ],
+        tls: (cert, key),
+        hba,
+    })
+}
+
+/// RDS's roles and database: `rds_superuser`, `rds_iam` (which
+/// `rds_superuser` may grant), the master user as RDS creates it with
+/// `password`, and `database` owned by it.
+fn create_master(
+    cluster: &Cluster,
+    master: &str,
+    password: &str,
+    database: &str,
+) -> anyhow::Result<()> {
+    cluster.psql(
+        "postgres",
+        &[
+            "-c",
+            "CREATE ROLE rds_superuser NOLOGIN",
+            "-c",
+            "CREATE ROLE rds_iam NOLOGIN",
+            "-c",
+            "GRANT rds_iam TO rds_superuser WITH ADMIN OPTION",
+            "-c",
+            &format!(
+                "CREATE ROLE {master} WITH LOGIN NOSUPERUSER INHERIT CREATEDB CREATEROLE \
+                 NOREPLICATION PASSWORD '{password}' IN ROLE rds_superuser"
+            ),
+            "-c",
+            &format!("CREATE DATABASE {database} OWNER {master}"),
+        ],
+    )
 }
 
 /// A password of 32 random hexadecimal characters.
@@ -193,5 +224,5 @@ fn put_master_secret(moto: &Moto, arn: &str, user: &str, password: &str) -> anyh
                   boto3.client('secretsmanager').put_secret_value(SecretId=sys.argv[1], SecretString=sys.argv[2])\n";
     let mut command = Command::new(python);
     moto.aim(command.args(["-c", script, arn, &secret]));
-    testkit::run(&mut command).context("writing the master secret into moto's Secrets Manager")
+    run(&mut command).context("writing the master secret into moto's Secrets Manager")
 }

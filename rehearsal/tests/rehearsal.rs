@@ -28,7 +28,8 @@ use testkit::http::{Reply, send, send_over};
 use testkit::load::{Load, check_acknowledged, stored_ids};
 use testkit::moto::Moto;
 use testkit::network::Vpc;
-use testkit::{status, step, target_dir};
+use testkit::paths::target_dir;
+use testkit::progress::{status, step};
 
 /// Writers posting through the load balancer during the rollout.
 const WRITERS: usize = 4;
@@ -117,7 +118,7 @@ fn diagnose(instance: &Instance) -> String {
         "On {} these listen: {}. The web process's log ends:\n{}",
         instance.name,
         instance.listening(),
-        Some(testkit::tail(
+        Some(testkit::api_server::tail(
             &target_dir()
                 .join("rehearse/logs")
                 .join(format!("{}-web.stdout.log", instance.name)),
@@ -331,7 +332,7 @@ fn scenario(
     let scaled = environment.launch(v2, false)?;
     environment.attach(&scaled)?;
     let served_before = served(&environment.lb, &scaled);
-    testkit::wait_until(
+    testkit::wait::wait_until(
         &format!("the scaled-out instance {scaled} to receive traffic"),
         Duration::from_secs(20),
         || Ok::<_, std::io::Error>(served(&environment.lb, &scaled) >= served_before + 5),

@@ -39,7 +39,7 @@ fn io_error(error: ureq::Error) -> io::Error {
 
 /// Polls `GET /health` on a local port until it answers 200.
 pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
-    crate::wait_until(
+    crate::wait::wait_until(
         &format!("a 200 from GET /health on port {port}"),
         within,
         || {
@@ -58,7 +58,7 @@ pub struct Terminating(pub Child);
 impl Drop for Terminating {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = crate::sigterm(self.0.id());
+            let _ = crate::process::sigterm(self.0.id());
             let _ = self.0.wait();
         }
     }
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_an_io_error_of_its_kind() {
-        let port = crate::free_port().expect("a free port");
+        let port = crate::ports::free_port().expect("a free port");
 
         let error = send(port, "GET", "/health", None).expect_err("nothing listens");
 

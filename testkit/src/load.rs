@@ -112,7 +112,7 @@ impl Load {
     /// Returns once `count` writes in all have been acknowledged: the load
     /// is under way, with writes in flight.
     pub fn wait_for_acknowledged(&self, count: usize, within: Duration) -> anyhow::Result<()> {
-        crate::wait_until(&format!("{count} acknowledged writes"), within, || {
+        crate::wait::wait_until(&format!("{count} acknowledged writes"), within, || {
             Ok::<_, std::io::Error>(self.acknowledged() >= count)
         })
         .map_err(|error| anyhow::anyhow!("{error}: {} acknowledged", self.acknowledged()))?;

@@ -9,7 +9,10 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 use crate::http::Terminating;
-use crate::{free_port, project_root, run, status, target_dir};
+use crate::paths::{project_root, target_dir};
+use crate::ports::free_port;
+use crate::process::run;
+use crate::progress::status;
 
 /// The schemathesis release the checks were written against.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -117,7 +120,7 @@ impl Moto {
             address,
             port,
         };
-        crate::wait_until(
+        crate::wait::wait_until(
             &format!(
                 "moto to listen on {address}:{port} (its log: {})",
                 log_path.display()

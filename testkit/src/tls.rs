@@ -7,7 +7,8 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::{run, target_dir};
+use crate::paths::target_dir;
+use crate::process::run;
 
 /// The files a TLS test needs.
 #[derive(Debug)]

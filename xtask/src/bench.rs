@@ -3,20 +3,27 @@
 //! Prints a table and writes `target/bench/latest.json`. Figures only:
 //! nothing here fails on speed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use testkit::{ApiServer, api_serve, free_port, target_dir, without_app_settings};
+use testkit::api_server::{ApiServer, api_serve};
+use testkit::paths::target_dir;
+use testkit::ports::free_port;
+use testkit::process::without_app_settings;
 
-use crate::{cargo, project_root, run, status, step, web, which};
+use crate::cargo::cargo;
+use crate::web;
 use testkit::http::{Terminating, send, wait_healthy};
+use testkit::paths::project_root;
 use testkit::postgres::Cluster;
+use testkit::process::{run, which};
+use testkit::progress::{status, step};
 
-/// Rows loaded before measuring, as the issue asks.
+/// Rows loaded before measuring.
 const ROWS: u32 = 10_000;
 
 /// The statements the API runs, as pgbench scripts.
@@ -45,6 +52,14 @@ pub struct Options {
     /// Seconds of warm-up per scenario.
     #[arg(long, default_value_t = 3)]
     warmup: u32,
+    /// Another `api` binary (a build of another commit, say) to measure
+    /// against this one on the data scenarios, alternating, instead of the
+    /// full run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Rounds of the comparison with `--baseline`.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
 }
 
 /// One measured scenario.
@@ -78,42 +93,145 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
         "--locked",
     ]))?;
     web::build(false)?;
-    let out = target_dir().join("bench");
-    std::fs::create_dir_all(&out)?;
-    let cluster = Cluster::throwaway_with_settings(
-        "bench",
-        // Statements per scenario, to tell how many requests each served.
-        &["shared_preload_libraries=pg_stat_statements"],
-    )?;
-    let database = "bench";
-    cluster.create_database(database)?;
-    cluster.psql(database, &["-c", "CREATE EXTENSION pg_stat_statements"])?;
-    let url = cluster.url(database);
-    let binary = target_dir().join("release/api");
-    let mut migrate = Command::new(&binary);
-    without_app_settings(&mut migrate);
-    run(migrate
-        .arg("migrate")
-        .env("DATABASE_URL", &url)
-        .env("APP_PROFILE", "prod"))?;
-    cluster.psql(
-        database,
-        &["-c", &format!("INSERT INTO data (notes, greeting) SELECT 'seed ' || i, 'hello' FROM generate_series(1, {ROWS}) AS i")],
-    )?;
+    let bench = Bench::prepare()?;
+    if let Some(baseline) = &options.baseline {
+        return compare(&bench, &wrk, options, baseline);
+    }
 
     step("cold start: exec to the first 200 from /health, 10 times");
-    let cold_start = cold_start(&binary, &url, &out.join("cold-start.log"))?;
+    let cold_start = cold_start(&bench.binary, &bench.url, &bench.out.join("cold-start.log"))?;
     status(&format!(
         "cold start median {:.1} ms",
         cold_start.as_secs_f64() * 1000.0
     ));
+    let api_figures = measure_service(&bench, &wrk, options)?;
+    let ceilings = measure_pgbench(&bench, options)?;
+    print_table(&api_figures, &ceilings, cold_start, options);
+    write_json(&bench.out, &api_figures, &ceilings, cold_start, options)
+}
 
-    let mut serve = api_serve(&binary);
-    serve.env("DATABASE_URL", &url).env("APP_PROFILE", "prod");
-    let api = ApiServer::start(&mut serve, &out.join("api.log"), Duration::from_secs(30))?;
-    let api_pid = api.pid();
-    let port = api.port();
-    let base = format!("http://127.0.0.1:{port}");
+/// A database ready to be measured on: a throwaway cluster counting
+/// statements, migrated by the release binary and loaded with [`ROWS`].
+struct Bench {
+    cluster: Cluster,
+    url: String,
+    /// The release `api`.
+    binary: PathBuf,
+    /// Where logs, scripts and `latest.json` go.
+    out: PathBuf,
+}
+
+/// The database the benchmark's cluster holds.
+const DATABASE: &str = "bench";
+
+impl Bench {
+    fn prepare() -> anyhow::Result<Bench> {
+        let out = target_dir().join("bench");
+        std::fs::create_dir_all(&out)?;
+        let cluster = Cluster::throwaway_with_settings(
+            "bench",
+            // Statements per scenario, to tell how many requests each served.
+            &["shared_preload_libraries=pg_stat_statements"],
+        )?;
+        cluster.create_database(DATABASE)?;
+        cluster.psql(DATABASE, &["-c", "CREATE EXTENSION pg_stat_statements"])?;
+        let url = cluster.url(DATABASE);
+        let binary = target_dir().join("release/api");
+        let mut migrate = Command::new(&binary);
+        without_app_settings(&mut migrate);
+        run(migrate
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .env("APP_PROFILE", "prod"))?;
+        cluster.psql(
+            DATABASE,
+            &["-c", &format!("INSERT INTO data (notes, greeting) SELECT 'seed ' || i, 'hello' FROM generate_series(1, {ROWS}) AS i")],
+        )?;
+        Ok(Bench {
+            cluster,
+            url,
+            binary,
+            out,
+        })
+    }
+
+    /// `api serve` from `binary` on the bench database, production profile.
+    fn serve(&self, binary: &Path, log: &str) -> anyhow::Result<ApiServer> {
+        let mut serve = api_serve(binary);
+        serve
+            .env("DATABASE_URL", &self.url)
+            .env("APP_PROFILE", "prod");
+        Ok(ApiServer::start(
+            &mut serve,
+            &self.out.join(log),
+            Duration::from_secs(30),
+        )?)
+    }
+
+    /// The script of `POST /data`'s scenario.
+    fn post_script(&self) -> anyhow::Result<PathBuf> {
+        let path = self.out.join("post.lua");
+        std::fs::write(
+            &path,
+            "wrk.method = \"POST\"\nwrk.body = '{\"notes\":\"bench note\",\"greeting\":\"bench greeting\"}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n",
+        )?;
+        Ok(path)
+    }
+}
+
+/// One load: a name, a URL, a wrk script, and whether to ask for brotli.
+struct Scenario {
+    name: String,
+    target: String,
+    script: Option<PathBuf>,
+    compressed: bool,
+}
+
+impl Scenario {
+    fn new(name: &str, target: String) -> Scenario {
+        Scenario {
+            name: name.to_owned(),
+            target,
+            script: None,
+            compressed: false,
+        }
+    }
+
+    fn posting(self, script: &Path) -> Scenario {
+        Scenario {
+            script: Some(script.to_path_buf()),
+            ..self
+        }
+    }
+
+    fn compressed(self) -> Scenario {
+        Scenario {
+            compressed: true,
+            ..self
+        }
+    }
+}
+
+/// The service's scenarios on `base`: health, the data endpoints.
+fn data_scenarios(base: &str, post_script: &Path) -> Vec<Scenario> {
+    vec![
+        Scenario::new(HEALTH, format!("{base}/health")),
+        Scenario::new("POST /data", format!("{base}/data")).posting(post_script),
+        Scenario::new("GET /data?n=10", format!("{base}/data?n=10")),
+        Scenario::new("GET /data?n=100", format!("{base}/data?n=100")),
+    ]
+}
+
+/// Every scenario on the service (the bare handler first), with its
+/// figures.
+fn measure_service(
+    bench: &Bench,
+    wrk: &Path,
+    options: &Options,
+) -> anyhow::Result<Vec<(String, Figures)>> {
+    let api = bench.serve(&bench.binary, "api.log")?;
+    let base = format!("http://127.0.0.1:{}", api.port());
     let bare_port = free_port()?;
     let bare = Command::new(target_dir().join("release/examples/bare_health"))
         .arg(bare_port.to_string())
@@ -121,90 +239,92 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
         .spawn()
         .context("starting the bare-handler baseline")?;
     let bare = Terminating(bare);
-    let bare_pid = bare.0.id();
     wait_healthy(bare_port, Duration::from_secs(30))?;
     let largest = largest_asset(&project_root().join("web/dist"))?;
-    let post_script = out.join("post.lua");
-    std::fs::write(
-        &post_script,
-        "wrk.method = \"POST\"\nwrk.body = '{\"notes\":\"bench note\",\"greeting\":\"bench greeting\"}'\n\
-         wrk.headers[\"Content-Type\"] = \"application/json\"\n",
-    )?;
-
-    let scenarios: Vec<(&str, String, Option<&Path>, bool)> = vec![
-        (
-            BARE,
-            format!("http://127.0.0.1:{bare_port}/health"),
-            None,
-            false,
-        ),
-        (HEALTH, format!("{base}/health"), None, false),
-        (
-            "POST /data",
-            format!("{base}/data"),
-            Some(post_script.as_path()),
-            false,
-        ),
-        ("GET /data?n=10", format!("{base}/data?n=10"), None, false),
-        ("GET /data?n=100", format!("{base}/data?n=100"), None, false),
-        ("GET / (br)", format!("{base}/"), None, true),
-        (&largest.0, format!("{base}/{}", largest.1), None, true),
-    ];
-    let mut api_figures = Vec::new();
-    for (name, target, script, compressed) in &scenarios {
-        step(&format!("wrk: {name}"));
-        let pid = if *name == BARE { bare_pid } else { api_pid };
-        let warm = wrk_command(&wrk, options, options.warmup, target, *script, *compressed);
-        let _ = run_quiet(warm);
-        reset_peak_rss(pid);
-        cluster.query(database, "SELECT pg_stat_statements_reset()")?;
-        let output = run_quiet(wrk_command(
-            &wrk,
-            options,
-            options.seconds,
-            target,
-            *script,
-            *compressed,
-        ))?;
-        let mut figures = parse_wrk(&output)?;
-        figures.peak_rss_mb = peak_rss_mb(pid);
-        if name.contains("/data") {
-            let statements: u64 = cluster
-                .query(
-                    database,
-                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ~* '^\\s*(INSERT INTO data|SELECT id, notes)'",
-                )?
-                .trim()
-                .parse()
-                .context("pg_stat_statements' calls")?;
-            figures.batch = (statements > 0).then(|| figures.requests as f64 / statements as f64);
-            figures.backends = cluster
-                .query(
-                    database,
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'api'",
-                )?
-                .trim()
-                .parse()
-                .ok();
-        }
-        status(&format!(
-            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB{}",
-            figures.requests_per_sec,
-            figures.p50_ms.unwrap_or_default(),
-            figures.p99_ms.unwrap_or_default(),
-            figures.errors,
-            figures.peak_rss_mb.unwrap_or_default(),
-            figures.batch.map_or_else(String::new, |batch| format!(
-                ", {batch:.1} requests per statement on {} backends",
-                figures.backends.unwrap_or_default()
-            )),
-        ));
-        api_figures.push(((*name).to_owned(), figures));
+    let post_script = bench.post_script()?;
+    let mut scenarios = vec![Scenario::new(
+        BARE,
+        format!("http://127.0.0.1:{bare_port}/health"),
+    )];
+    scenarios.extend(data_scenarios(&base, &post_script));
+    scenarios.push(Scenario::new("GET / (br)", format!("{base}/")).compressed());
+    scenarios.push(Scenario::new(&largest.0, format!("{base}/{}", largest.1)).compressed());
+    let mut figures = Vec::new();
+    for scenario in &scenarios {
+        let pid = if scenario.name == BARE {
+            bare.0.id()
+        } else {
+            api.pid()
+        };
+        let measured = measure(bench, wrk, options, scenario, pid)?;
+        report(&scenario.name, &measured);
+        figures.push((scenario.name.clone(), measured));
     }
-    drop(api);
-    drop(bare);
+    Ok(figures)
+}
 
-    let pgbench_bin = cluster.bin_dir().join("pgbench");
+/// One scenario: a warm-up, then the measured run, with the database's
+/// statement count and backends for the data scenarios.
+fn measure(
+    bench: &Bench,
+    wrk: &Path,
+    options: &Options,
+    scenario: &Scenario,
+    pid: u32,
+) -> anyhow::Result<Figures> {
+    step(&format!("wrk: {}", scenario.name));
+    let _ = run_quiet(wrk_command(wrk, options, options.warmup, scenario));
+    reset_peak_rss(pid);
+    bench
+        .cluster
+        .query(DATABASE, "SELECT pg_stat_statements_reset()")?;
+    let output = run_quiet(wrk_command(wrk, options, options.seconds, scenario))?;
+    let mut figures = parse_wrk(&output)?;
+    figures.peak_rss_mb = peak_rss_mb(pid);
+    if scenario.name.contains("/data") {
+        let statements: u64 = bench
+            .cluster
+            .query(
+                DATABASE,
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ~* '^\\s*(INSERT INTO data|SELECT id, notes)'",
+            )?
+            .trim()
+            .parse()
+            .context("pg_stat_statements' calls")?;
+        figures.batch = (statements > 0).then(|| figures.requests as f64 / statements as f64);
+        figures.backends = bench
+            .cluster
+            .query(
+                DATABASE,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'api'",
+            )?
+            .trim()
+            .parse()
+            .ok();
+    }
+    Ok(figures)
+}
+
+/// A scenario's figures as one line of progress.
+fn report(name: &str, figures: &Figures) {
+    status(&format!(
+        "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB{}",
+        figures.requests_per_sec,
+        figures.p50_ms.unwrap_or_default(),
+        figures.p99_ms.unwrap_or_default(),
+        figures.errors,
+        figures.peak_rss_mb.unwrap_or_default(),
+        figures.batch.map_or_else(String::new, |batch| format!(
+            ", {batch:.1} requests per statement on {} backends",
+            figures.backends.unwrap_or_default()
+        )),
+    ));
+}
+
+/// pgbench on the SQL the service runs, one statement per transaction:
+/// transactions per second for the insert, the 10 and the 100 newest.
+fn measure_pgbench(bench: &Bench, options: &Options) -> anyhow::Result<Vec<f64>> {
+    let pgbench_bin = bench.cluster.bin_dir().join("pgbench");
     let mut ceilings = Vec::new();
     for (name, sql) in [
         ("INSERT", INSERT_SQL),
@@ -212,37 +332,32 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
         ("SELECT … LIMIT 100", SELECT_100_SQL),
     ] {
         step(&format!("pgbench: {name}"));
-        let script = out.join(format!("pgbench-{}.sql", ceilings.len()));
+        let script = bench.out.join(format!("pgbench-{}.sql", ceilings.len()));
         std::fs::write(&script, sql)?;
-        let _ = pgbench(
-            &pgbench_bin,
-            &cluster,
-            database,
-            &script,
-            options,
-            options.warmup,
-        );
-        let tps = pgbench(
-            &pgbench_bin,
-            &cluster,
-            database,
-            &script,
-            options,
-            options.seconds,
-        )?;
+        let _ = pgbench(&pgbench_bin, bench, &script, options, options.warmup);
+        let tps = pgbench(&pgbench_bin, bench, &script, options, options.seconds)?;
         status(&format!("{name}: {tps:.0} transactions/s"));
         ceilings.push(tps);
     }
+    Ok(ceilings)
+}
 
-    print_table(&api_figures, &ceilings, cold_start, options);
-    let health = rate(&api_figures, HEALTH);
+/// `target/bench/latest.json`: every figure of the run.
+fn write_json(
+    out: &Path,
+    api_figures: &[(String, Figures)],
+    ceilings: &[f64],
+    cold_start: Duration,
+    options: &Options,
+) -> anyhow::Result<()> {
+    let health = rate(api_figures, HEALTH);
     let json = json!({
         "machine": machine(),
         "connections": options.connections,
         "seconds": options.seconds,
         "rows_loaded": ROWS,
         "cold_start_ms_median": cold_start.as_secs_f64() * 1000.0,
-        "health_to_bare_handler": health.zip(rate(&api_figures, BARE)).map(|(ours, bare)| ours / bare),
+        "health_to_bare_handler": health.zip(rate(api_figures, BARE)).map(|(ours, bare)| ours / bare),
         "scenarios": api_figures.iter().map(|(name, f)| json!({
             "name": name,
             "requests_per_sec": f.requests_per_sec,
@@ -252,8 +367,8 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
             "peak_rss_mb": f.peak_rss_mb,
             "requests_per_statement": f.batch,
             "server_backends": f.backends,
-            "pgbench_tps": ceiling(name, &ceilings),
-            "ratio_to_pgbench": ceiling(name, &ceilings).map(|tps| f.requests_per_sec / tps),
+            "pgbench_tps": ceiling(name, ceilings),
+            "ratio_to_pgbench": ceiling(name, ceilings).map(|tps| f.requests_per_sec / tps),
             "ratio_to_health": health.map(|health| f.requests_per_sec / health),
         })).collect::<Vec<_>>(),
     });
@@ -263,14 +378,86 @@ pub fn run_bench(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wrk_command(
-    wrk: &Path,
-    options: &Options,
-    seconds: u32,
-    target: &str,
-    script: Option<&Path>,
-    compressed: bool,
-) -> Command {
+/// `--baseline`: this build and another `api` binary on the same
+/// database, each scenario in turn, alternating which goes first in each
+/// round; prints each side's median and their ratio.
+fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> anyhow::Result<()> {
+    let sides = [
+        ("this build", bench.binary.clone()),
+        ("baseline", baseline.to_path_buf()),
+    ];
+    let post_script = bench.post_script()?;
+    let mut rates: Vec<(String, [Vec<f64>; 2])> = Vec::new();
+    for round in 0..options.rounds {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (label, binary) = &sides[side];
+            step(&format!(
+                "round {}: {label} ({})",
+                round + 1,
+                binary.display()
+            ));
+            let api = bench.serve(binary, &format!("compare-{side}.log"))?;
+            let base = format!("http://127.0.0.1:{}", api.port());
+            for scenario in data_scenarios(&base, &post_script) {
+                let measured = measure(bench, wrk, options, &scenario, api.pid())?;
+                report(&format!("{label}: {}", scenario.name), &measured);
+                let index = match rates.iter().position(|(name, _)| *name == scenario.name) {
+                    Some(index) => index,
+                    None => {
+                        rates.push((scenario.name.clone(), [Vec::new(), Vec::new()]));
+                        rates.len() - 1
+                    }
+                };
+                rates[index].1[side].push(measured.requests_per_sec);
+            }
+        }
+    }
+    println!();
+    println!(
+        "{} rounds, {} connections, {} s per scenario; {}; baseline {}",
+        options.rounds,
+        options.connections,
+        options.seconds,
+        machine(),
+        baseline.display()
+    );
+    println!(
+        "| {:<18} | {:>12} | {:>12} | {:>7} | rounds (this build / baseline) |",
+        "scenario", "this build", "baseline", "ratio"
+    );
+    println!(
+        "|{:-<20}|{:->14}|{:->14}|{:->9}|{:-<32}|",
+        "", "", "", "", ""
+    );
+    for (name, [ours, theirs]) in &rates {
+        let (ours_median, theirs_median) = (median(ours), median(theirs));
+        let each = ours
+            .iter()
+            .zip(theirs)
+            .map(|(ours, theirs)| format!("{ours:.0}/{theirs:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "| {name:<18} | {ours_median:>12.0} | {theirs_median:>12.0} | {:>7.2} | {each} |",
+            ours_median / theirs_median
+        );
+    }
+    Ok(())
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn wrk_command(wrk: &Path, options: &Options, seconds: u32, scenario: &Scenario) -> Command {
     let mut command = Command::new(wrk);
     command.args([
         "--latency",
@@ -280,20 +467,19 @@ fn wrk_command(
         "--timeout",
         "5s",
     ]);
-    if let Some(script) = script {
+    if let Some(script) = &scenario.script {
         command.arg("-s").arg(script);
     }
-    if compressed {
+    if scenario.compressed {
         command.args(["-H", "Accept-Encoding: br, gzip"]);
     }
-    command.arg(target);
+    command.arg(&scenario.target);
     command
 }
 
 fn pgbench(
     bin: &Path,
-    cluster: &Cluster,
-    database: &str,
+    bench: &Bench,
     script: &Path,
     options: &Options,
     seconds: u32,
@@ -305,7 +491,7 @@ fn pgbench(
         .arg(format!("-T{seconds}"))
         .arg("-f")
         .arg(script)
-        .arg(cluster.url(database));
+        .arg(&bench.url);
     let output = run_quiet(command)?;
     output
         .lines()

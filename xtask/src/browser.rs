@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use testkit::postgres::Cluster;
-use testkit::target_dir;
-
-use crate::{project_root, run, status, step, which};
-use testkit::ApiServer;
+use testkit::api_server::ApiServer;
 use testkit::http::Terminating;
+use testkit::paths::{project_root, target_dir};
+use testkit::postgres::Cluster;
+use testkit::process::{run, which};
+use testkit::progress::{status, step};
+
+use crate::cargo::debug_api;
 
 /// geckodriver, Firefox's WebDriver server, built from crates.io.
 const GECKODRIVER_VERSION: &str = "0.37.1";
@@ -81,7 +83,7 @@ pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     let web_dir = project_root().join("web/dist");
     let api = ApiServer::test_profile(
-        &crate::debug_api()?,
+        &debug_api()?,
         &cluster.url(&database),
         &out.join("api.log"),
         &[("APP_WEB__DIR", &web_dir.to_string_lossy())],
@@ -229,7 +231,7 @@ impl VirtualDisplay {
                 .spawn()
                 .context("starting Xvfb")?,
         );
-        testkit::wait_until(
+        testkit::wait::wait_until(
             &format!("Xvfb to open display {name}"),
             Duration::from_secs(10),
             || {

@@ -9,9 +9,13 @@ use std::process::Command;
 use anyhow::{Context as _, bail, ensure};
 use zip::write::SimpleFileOptions;
 
-use crate::{cargo, project_root, run, status, step, web};
 use rehearsal::bundle::{binary, check_entries, entries};
-use testkit::target_dir;
+use testkit::paths::{project_root, target_dir};
+use testkit::process::run;
+use testkit::progress::{status, step};
+
+use crate::cargo::cargo;
+use crate::web;
 
 /// The target of the shipped binary: static, so it runs on Amazon Linux
 /// 2023's glibc 2.34 whatever the build machine has.

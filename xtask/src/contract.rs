@@ -4,11 +4,13 @@
 
 use std::process::Command;
 
+use testkit::api_server::ApiServer;
 use testkit::moto::tools_python;
+use testkit::paths::{project_root, target_dir};
 use testkit::postgres::Cluster;
-use testkit::{ApiServer, target_dir};
+use testkit::process::run;
 
-use crate::{project_root, run};
+use crate::cargo::debug_api;
 
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "200";
@@ -24,7 +26,7 @@ pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
     let out = target_dir().join("contract");
     std::fs::create_dir_all(&out)?;
     let api = ApiServer::test_profile(
-        &crate::debug_api()?,
+        &debug_api()?,
         &cluster.url(&database),
         &out.join("api.log"),
         &[],

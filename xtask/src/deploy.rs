@@ -6,10 +6,13 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::bundle::{self, TARGET};
-use crate::{cargo, project_root, run, status, step};
 use testkit::moto::{Moto, tools_python};
-use testkit::target_dir;
+use testkit::paths::{project_root, target_dir};
+use testkit::process::run;
+use testkit::progress::{status, step};
+
+use crate::bundle::{self, TARGET};
+use crate::cargo::cargo;
 
 /// The `deploy` program, built (debug: it waits on AWS, not on the CPU).
 fn deploy_program() -> anyhow::Result<Command> {

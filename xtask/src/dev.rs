@@ -10,11 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 
-use testkit::postgres::Cluster;
-use testkit::target_dir;
-
-use crate::{cargo, project_root, run, status, step, web};
 use testkit::http::{Terminating, wait_healthy};
+use testkit::paths::{project_root, target_dir};
+use testkit::postgres::Cluster;
+use testkit::process::run;
+use testkit::progress::{status, step};
+
+use crate::cargo::cargo;
+use crate::web;
 
 /// What the api is built from.
 const API_INPUTS: [&str; 5] = [

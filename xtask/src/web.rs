@@ -7,9 +7,11 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use testkit::npm_ci;
+use testkit::paths::project_root;
+use testkit::process::{npm_ci, run};
+use testkit::progress::{status, step};
 
-use crate::{cargo, project_root, run, status, step};
+use crate::cargo::cargo;
 
 /// trunk 0.22 needs a newer rustc than the pinned one.
 const TRUNK_VERSION: &str = "0.21.14";
@@ -216,7 +218,7 @@ pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    crate::status(&format!("adding the {target} target"));
+    status(&format!("adding the {target} target"));
     run(Command::new("rustup")
         .args(["target", "add", target])
         .current_dir(project_root()))

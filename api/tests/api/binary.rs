@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use testkit::ApiServer;
+use testkit::api_server::ApiServer;
 use tokio::process::Command;
 
 const HANG: Duration = Duration::from_secs(60);
@@ -13,7 +13,7 @@ const HANG: Duration = Duration::from_secs(60);
 /// The binary with a clean configuration environment.
 fn api() -> Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_api"));
-    testkit::without_app_settings(&mut command);
+    testkit::process::without_app_settings(&mut command);
     let mut command = Command::from(command);
     // No `.env` or `App.toml` is picked up from a folder of its own.
     command
@@ -141,7 +141,7 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
         url.contains(&password),
         "the password is in the URL under test"
     );
-    let mut command = testkit::api_serve(Path::new(env!("CARGO_BIN_EXE_api")));
+    let mut command = testkit::api_server::api_serve(Path::new(env!("CARGO_BIN_EXE_api")));
     command
         .current_dir(std::env::temp_dir())
         .env("APP_PROFILE", "test")

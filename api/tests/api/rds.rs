@@ -207,7 +207,7 @@ async fn moto_client() -> Client {
 async fn api_db(args: &[&str], instance_id: &str) -> Output {
     emulator();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_api"));
-    testkit::without_app_settings(&mut command);
+    testkit::process::without_app_settings(&mut command);
     tokio::process::Command::from(command)
         .arg("db")
         .args(args)
