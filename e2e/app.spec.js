@@ -268,3 +268,11 @@ test('client-side routes get the app, unknown API paths a JSON 404', async ({ pa
   expect(api.status()).toBe(404);
   expect(api.headers()['content-type']).toBe('application/problem+json');
 });
+
+test('the API documentation renders under its content security policy', async ({ page }) => {
+  const response = await page.goto('/docs/');
+  expect(response.headers()['content-security-policy']).toContain("script-src 'self';");
+
+  await expect(page.getByRole('heading', { name: /Notes and greetings API/ })).toBeVisible();
+  await expect(page.getByText('/data/{id}')).toBeVisible();
+});

@@ -22,6 +22,13 @@ pub use values::{Count, Origin, Seconds, SqlIdentifier};
 /// The configuration compiled into the binary (the lowest layer).
 const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
+/// Most connections one instance may hold: far above what one database
+/// serves well, below PostgreSQL's own ceiling.
+const MAX_CONNECTIONS: usize = 1000;
+
+/// Most requests of one kind that may wait for a connection.
+const MAX_QUEUE: usize = 1_000_000;
+
 /// File read when `APP_CONFIG_FILE` is not set; missing is fine.
 const DEFAULT_CONFIG_FILE: &str = "App.toml";
 
@@ -294,6 +301,24 @@ impl Settings {
             );
         }
         let database = &self.database;
+        if database.max_connections.get() > MAX_CONNECTIONS {
+            return refuse(
+                "database.max_connections",
+                &format!("must be at most {MAX_CONNECTIONS}"),
+            );
+        }
+        if database.queue_capacity.get() > MAX_QUEUE {
+            return refuse(
+                "database.queue_capacity",
+                &format!("must be at most {MAX_QUEUE}"),
+            );
+        }
+        if self.server.shutdown_grace_secs > values::MAX_SECONDS {
+            return refuse(
+                "server.shutdown_grace_secs",
+                "must be at most 86400 (a day)",
+            );
+        }
         if database.statement_timeout_secs >= self.server.request_timeout_secs {
             return refuse(
                 "database.statement_timeout_secs",
@@ -545,6 +570,46 @@ pub(crate) mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_value_too_large_to_mean_anything_is_refused_by_name() {
+        for (variable, value, expected) in [
+            (
+                "APP_DATABASE__STATEMENT_TIMEOUT_SECS",
+                "99999999999",
+                "database.statement_timeout_secs must be at most 86400",
+            ),
+            (
+                "APP_SERVER__REQUEST_TIMEOUT_SECS",
+                "18446744073709551615",
+                "server.request_timeout_secs must be at most 86400",
+            ),
+            (
+                "APP_SERVER__SHUTDOWN_GRACE_SECS",
+                "1000000",
+                "server.shutdown_grace_secs must be at most 86400",
+            ),
+            (
+                "APP_DATABASE__MAX_CONNECTIONS",
+                "100000",
+                "database.max_connections must be at most 1000",
+            ),
+            (
+                "APP_DATABASE__QUEUE_CAPACITY",
+                "18446744073709551615",
+                "database.queue_capacity must be at most 1000000",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env(variable, value);
+                let message = load_in(jail, Profile::Local).unwrap_err().to_string();
+                assert!(message.contains(expected), "{variable}: {message}");
+                assert!(message.contains(variable), "{variable}: {message}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

@@ -84,8 +84,8 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
         let request_id = match request.headers().get(REQUEST_ID) {
-            Some(given) => given.clone(),
-            None => {
+            Some(given) if is_acceptable_id(given) => given.clone(),
+            _ => {
                 let id = new_request_id();
                 request.headers_mut().insert(REQUEST_ID, id.clone());
                 id
@@ -115,6 +115,20 @@ where
             inner,
         }
     }
+}
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID: usize = 64;
+
+/// Whether a client's request id is one to echo and log: 1 to
+/// [`MAX_REQUEST_ID`] characters of `A-Z a-z 0-9 . _ -`. Anything else is
+/// replaced, so a client cannot fill log lines or forge their structure.
+fn is_acceptable_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=MAX_REQUEST_ID).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 /// A fresh UUID v4 (from a generator seeded by the OS).
@@ -185,6 +199,59 @@ mod tests {
     use super::*;
     use crate::telemetry::json::capture::Buffer;
     use crate::telemetry::json::{JsonFields, JsonLines};
+
+    /// The request id the layer answered for a request carrying `given`.
+    async fn answered_id(given: &[u8]) -> String {
+        let handler = tower::service_fn(|_request: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        let request = Request::get("/health")
+            .header(
+                REQUEST_ID,
+                HeaderValue::from_bytes(given).expect("a header value"),
+            )
+            .body(())
+            .expect("a valid request");
+        // A subscriber of its own, as the other test has: tracing caches
+        // whether a call site is enabled, and a test without one running
+        // beside it could leave the request line's call site switched off.
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .with_writer(Buffer::default())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let response = EdgeLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        response.headers()[REQUEST_ID]
+            .to_str()
+            .expect("text")
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_plain_short_request_id_is_echoed_and_any_other_replaced() {
+        for kept in ["given-id", "a.b_C-9", &"x".repeat(64)] {
+            assert_eq!(answered_id(kept.as_bytes()).await, kept);
+        }
+        for replaced in [
+            "x".repeat(65).into_bytes(),
+            b"has space".to_vec(),
+            b"quote\"".to_vec(),
+            b"caf\xc3\xa9".to_vec(),
+            b"new\tline".to_vec(),
+        ] {
+            let answered = answered_id(&replaced).await;
+            assert!(
+                uuid::Uuid::parse_str(&answered).is_ok(),
+                "{:?} was answered {answered:?}, not a fresh id",
+                String::from_utf8_lossy(&replaced)
+            );
+        }
+    }
 
     #[tokio::test]
     async fn lines_logged_while_serving_carry_the_request_and_the_request_line_is_written_once() {

@@ -259,7 +259,19 @@ fn as_problem(response: Response, method: &Method, uri: &Uri) -> Response {
     };
     let (mut parts, _) = response.into_parts();
     let fresh = problem_response(&plain_problem(status, detail));
-    parts.headers.remove(header::CONTENT_LENGTH);
+    // The headers that described the replaced body describe nothing now
+    // (a precompressed file's `Content-Encoding: br`, its validators).
+    for stale in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_LANGUAGE,
+        header::CONTENT_LOCATION,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::ACCEPT_RANGES,
+    ] {
+        parts.headers.remove(stale);
+    }
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use sqlx::postgres::PgConnectOptions;
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -34,6 +35,14 @@ const DOCS: &str = "/docs";
 /// Where the OpenAPI document is served.
 const OPENAPI_JSON: &str = "/openapi.json";
 
+/// The Content-Security-Policy of the documentation: Swagger UI's own
+/// scripts and styles from this origin, the inline styles and `data:`
+/// images it renders with, calls to this origin only, never in a frame.
+const DOCS_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                           img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+                           object-src 'none'; base-uri 'none'; form-action 'self'; \
+                           frame-ancestors 'none'";
+
 /// The complete application: API, documentation and middleware, with the
 /// request timeout and CORS origins of `settings`.
 pub fn router(state: AppState, settings: &Settings) -> Router {
@@ -42,7 +51,12 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
     let mut api_prefixes = web::first_segments(&paths);
     api_prefixes.extend([DOCS.to_owned(), OPENAPI_JSON.to_owned()]);
     let fallback = web::Fallback::new(state.web.clone(), api_prefixes);
-    let docs = SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document_with(paths));
+    let docs = Router::new()
+        .merge(SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document_with(paths)))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_POLICY),
+        ));
     let cors = cors_layer(&settings.cors);
     let timeout = settings.server.request_timeout();
     api.merge(docs)
@@ -141,21 +155,20 @@ impl Application {
     /// Serves until `shutdown` completes, then lets in-flight requests
     /// finish for at most the grace period.
     ///
-    /// hyper's connection builder rather than `axum::serve`, which runs
-    /// hyper without a timer and so with no header read timeout: here a
-    /// client must send a request's headers within
-    /// `server.header_read_timeout_secs`, which also closes a kept-alive
-    /// connection left idle that long.
+    /// hyper's HTTP/1 connection builder rather than `axum::serve`, which
+    /// runs hyper without a timer and so with no header read timeout: here
+    /// a client must send a request's headers within
+    /// `server.header_read_timeout_secs` from the moment it connects (or
+    /// its previous response was sent), which also closes a connection
+    /// that sends nothing, or a kept-alive one left idle that long.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let mut connections = ConnectionBuilder::new(TokioExecutor::new());
+        let mut connections = http1::Builder::new();
         connections
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout);
-        connections.http2().timer(TokioTimer::new());
         let connections = Arc::new(connections);
         let graceful = GracefulShutdown::new();
 
@@ -180,8 +193,7 @@ impl Application {
             let connections = Arc::clone(&connections);
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                let connection =
-                    connections.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = connections.serve_connection(TokioIo::new(stream), service);
                 if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%error, "connection ended with an error");
                 }

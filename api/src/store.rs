@@ -130,6 +130,14 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the server refused to let a connection sign in (SQLSTATE class
+/// 28: an expired IAM token is 28000, a wrong password 28P01).
+fn is_credentials_refused(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db
+        .code()
+        .is_some_and(|code| code.starts_with("28")))
+}
+
 /// Whether an error means the connection itself is lost or unusable.
 fn is_connection_lost(error: &sqlx::Error) -> bool {
     match error {
@@ -179,6 +187,9 @@ struct Core {
     losses: Arc<Losses>,
     /// Statements run and requests they served.
     counts: Counts,
+    /// Woken when the server refuses the credentials of a new connection
+    /// (an expired IAM token), so they are renewed at once.
+    refused: tokio::sync::Notify,
 }
 
 /// Statements run and the requests they answered, for figures.
@@ -265,6 +276,7 @@ impl Store {
                 connections: settings.max_connections.get(),
                 losses,
                 counts: Counts::default(),
+                refused: tokio::sync::Notify::new(),
             }),
             batchers: Arc::default(),
         }
@@ -319,6 +331,12 @@ impl Store {
         self.core.pool.set_connect_options(options);
     }
 
+    /// Completes when the server next refuses a new connection's
+    /// credentials.
+    pub async fn credentials_refused(&self) {
+        self.core.refused.notified().await;
+    }
+
     /// The options new connections use.
     pub fn connect_options(&self) -> Arc<PgConnectOptions> {
         self.core.pool.connect_options()
@@ -352,7 +370,12 @@ impl Core {
             Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => {
                 Err(StoreError::Timeout(self.acquire_timeout))
             }
-            Ok(Err(error)) => Err(error.into()),
+            Ok(Err(error)) => {
+                if is_credentials_refused(&error) {
+                    self.refused.notify_one();
+                }
+                Err(error.into())
+            }
         }
     }
 
@@ -405,13 +428,17 @@ struct Timeouts {
     lock: Duration,
 }
 
+/// How often the server checks, while a statement runs, whether its client
+/// is still there: a statement whose client went away stops then rather
+/// than at its timeout, so a replaced connection never leaves a second
+/// backend behind for long (PostgreSQL 14 or newer).
+const CLIENT_CHECK: Duration = Duration::from_secs(2);
+
 /// `options` with the timeouts as startup parameters (no round trip).
 fn with_timeouts(options: PgConnectOptions, timeouts: Timeouts) -> PgConnectOptions {
     options.options([
-        (
-            "statement_timeout",
-            timeouts.statement.as_millis().to_string(),
-        ),
-        ("lock_timeout", timeouts.lock.as_millis().to_string()),
+        ("statement_timeout", timeouts.statement.as_millis()),
+        ("lock_timeout", timeouts.lock.as_millis()),
+        ("client_connection_check_interval", CLIENT_CHECK.as_millis()),
     ])
 }

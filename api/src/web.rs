@@ -19,6 +19,9 @@ use crate::error::{plain_problem, problem_response};
 /// `Cache-Control` of pages: always revalidate, so a deploy shows at once.
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
+/// `Cache-Control` of an answer that is not the file (an error).
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
 /// `Cache-Control` of assets whose name holds a content hash.
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
@@ -190,9 +193,17 @@ async fn serve(web: &WebAssets, mut request: Request) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
+    let cacheable = matches!(
+        response.status(),
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+    );
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if is_html {
+    if !cacheable {
+        // An error (a range past the end, say) is not the asset: never
+        // cached as it would be.
+        headers.insert(header::CACHE_CONTROL, NO_STORE);
+    } else if is_html {
         headers.insert(header::CACHE_CONTROL, NO_CACHE);
         headers.insert(header::CONTENT_SECURITY_POLICY, web.csp.clone());
     } else if is_hashed(&name) {

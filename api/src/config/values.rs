@@ -13,8 +13,13 @@ use serde::Deserialize;
 /// What a zero is refused with.
 const AT_LEAST_ONE: &str = "must be at least 1";
 
-/// A whole number of seconds, at least one: a timeout that cannot be
-/// "never" by accident.
+/// Longest timeout accepted: a day. Beyond it a value is a mistake, and
+/// some are refused further on (PostgreSQL's timeouts are milliseconds in
+/// a 32-bit integer; a huge timer overflows the runtime's clock).
+pub const MAX_SECONDS: u64 = 24 * 60 * 60;
+
+/// A whole number of seconds from one to [`MAX_SECONDS`]: a timeout that
+/// cannot be "never" by accident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "u64")]
 pub struct Seconds(Duration);
@@ -32,6 +37,9 @@ impl TryFrom<u64> for Seconds {
     fn try_from(secs: u64) -> Result<Seconds, Self::Error> {
         if secs == 0 {
             return Err(AT_LEAST_ONE);
+        }
+        if secs > MAX_SECONDS {
+            return Err("must be at most 86400 (a day)");
         }
         Ok(Seconds(Duration::from_secs(secs)))
     }

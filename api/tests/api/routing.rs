@@ -86,4 +86,12 @@ async fn the_interactive_docs_are_served_without_a_cdn(pool: PgPool) {
     assert_eq!(script.status, StatusCode::OK);
     assert!(script.body.len() > 100_000, "the bundle itself is served");
     assert!(String::from_utf8_lossy(&init.body).contains("/openapi.json"));
+    let policy = page
+        .header("content-security-policy")
+        .expect("the docs page has a policy");
+    assert!(
+        policy.contains("script-src 'self';") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    assert!(!policy.contains("unsafe-eval"), "{policy}");
 }

@@ -333,3 +333,97 @@ async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off(pool: PgPool) {
     let _ = stop.send(());
     server.await.expect("joins").expect("stops cleanly");
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_connection_that_sends_nothing_or_half_a_preface_is_closed(pool: PgPool) {
+    let (address, stop, server) = serve(pool, |settings| {
+        settings.server.header_read_timeout_secs = Seconds::try_from(1).expect("not zero")
+    })
+    .await;
+    // Nothing at all; the start of HTTP/2's preface; the start of an
+    // HTTP/1 request line.
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n", b"GET /hea"] {
+        let mut stream = TcpStream::connect(address).await.expect("connects");
+        stream.write_all(sent).await.expect("sends");
+        let started = std::time::Instant::now();
+
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+
+        assert!(
+            read.is_ok(),
+            "a connection that sent {:?} was still open after 5 s (header read timeout 1 s)",
+            String::from_utf8_lossy(sent)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}: closed after {:?}",
+            String::from_utf8_lossy(sent),
+            started.elapsed()
+        );
+    }
+    let _ = stop.send(());
+    server.await.expect("joins").expect("stops cleanly");
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_migration_held_up_by_a_lock_lets_reads_through_and_applies_once_it_is_free(
+    pool: PgPool,
+) {
+    let folder = std::env::temp_dir().join(format!("api-migration-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("a folder");
+    std::fs::write(
+        folder.join("20991231000000_waited.sql"),
+        "ALTER TABLE data ADD COLUMN waited boolean;",
+    )
+    .expect("a migration");
+    let mut later = sqlx::migrate::Migrator::new(folder.as_path())
+        .await
+        .expect("reads the migration");
+    later.set_ignore_missing(true);
+    // A long transaction reading the table holds the lock ALTER TABLE needs.
+    let mut reader = pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE data IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .expect("locks");
+
+    let migrating = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let options = pool.connect_options();
+            api::db::migrate_patiently(&later, &options, Duration::from_millis(300), 60).await
+        }
+    });
+    let mut slowest = Duration::ZERO;
+    let watching = std::time::Instant::now();
+    while watching.elapsed() < Duration::from_secs(3) {
+        let started = std::time::Instant::now();
+        sqlx::query("SELECT count(*) FROM data")
+            .execute(&pool)
+            .await
+            .expect("reads");
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reader.commit().await.expect("ends the transaction");
+    let migrated = tokio::time::timeout(Duration::from_secs(10), migrating)
+        .await
+        .expect("the migration ends once the lock is free")
+        .expect("joins");
+
+    migrated.expect("the migration applies");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "a read waited {slowest:?} behind the migration's lock request (lock timeout 300 ms)"
+    );
+    let column: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'data' AND column_name = 'waited'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("reads the catalog");
+    assert_eq!(column, 1);
+    let _ = std::fs::remove_dir_all(&folder);
+}

@@ -694,3 +694,93 @@ async fn a_full_queue_is_refused_at_once(pool: PgPool) {
             .expect("the queued reads are answered");
     }
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn every_connection_bounds_its_statements_and_watches_for_a_vanished_client(pool: PgPool) {
+    let store = Store::connect(named(&pool, "bounded"), &store_settings(1));
+
+    let settings: Vec<String> = store
+        .run(|connection| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "SELECT current_setting(name) FROM unnest(ARRAY['statement_timeout', \
+                     'lock_timeout', 'client_connection_check_interval']) AS name",
+                )
+                .fetch_all(connection)
+                .await
+            })
+        })
+        .await
+        .expect("reads its settings");
+
+    assert_eq!(settings, ["5s", "2s", "2s"]);
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn no_debug_output_holds_the_password(pool: PgPool) {
+    let options = named(&pool, "secret").password("hunter2-token");
+    let store = Store::connect(options.clone(), &store_settings(1));
+    let state = api::state::AppState::new(store.clone(), &test_settings().web).expect("state");
+    let connection = api::db::Connection {
+        options,
+        renewal: None,
+    };
+
+    for (what, text) in [
+        ("store", format!("{store:?}")),
+        ("state", format!("{state:?}")),
+        ("connection", format!("{connection:?}")),
+        ("connection, pretty", format!("{connection:#?}")),
+    ] {
+        assert!(!text.contains("hunter2"), "{what}: {text}");
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+#[ignore = "needs a server that checks passwords of password_login members: `cargo xtask test` starts it and runs this"]
+async fn refused_credentials_are_renewed_at_once_not_on_the_clock(pool: PgPool) {
+    let role = format!("expiring_{}", std::process::id());
+    for statement in [
+        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'current' IN ROLE password_login"),
+        format!("GRANT SELECT ON data TO {role}"),
+    ] {
+        sqlx::query(&statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+    let options = named(&pool, "expiring").username(&role);
+    // The store starts with a password that has expired, as an IAM token
+    // does after 15 minutes; the clock would renew it only in an hour.
+    let store = Store::connect(options.clone().password("expired"), &store_settings(1));
+    let renewer = api::db::renew(
+        store.clone(),
+        options,
+        Renewal {
+            every: Duration::from_secs(3600),
+            password: Arc::new(|| Box::pin(async { Ok("current".to_owned()) })),
+        },
+    );
+
+    let refused = store.batch(NewestEntries(1)).await;
+    let started = Instant::now();
+    until(
+        "a read on renewed credentials",
+        api::db::RENEW_AT_MOST_EVERY + Duration::from_secs(5),
+        async || store.batch(NewestEntries(1)).await.is_ok(),
+    )
+    .await;
+
+    assert!(
+        refused.as_ref().is_err_and(StoreError::is_unavailable),
+        "the expired password is refused, a 503: {refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(11));
+    renewer.abort();
+    drop(store);
+    sqlx::query(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .ok();
+}

@@ -248,3 +248,34 @@ async fn strict_transport_security_is_sent_only_for_requests_that_came_over_http
     assert_eq!(http.header("strict-transport-security"), None);
     assert_eq!(direct.header("strict-transport-security"), None);
 }
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_range_past_the_end_of_a_precompressed_asset_is_a_plain_uncached_problem(pool: PgPool) {
+    let app = app_with_web(pool, "range");
+
+    let response = app
+        .send(
+            Request::get("/web-0123456789abcdef.js")
+                .header("accept-encoding", "br")
+                .header("range", "bytes=999999-")
+                .body(Body::empty())
+                .expect("a valid request"),
+        )
+        .await;
+
+    let problem = response.assert_problem(StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(problem["status"], 416);
+    assert_eq!(
+        response.header("content-encoding"),
+        None,
+        "the problem body is not brotli"
+    );
+    assert!(
+        response
+            .header("cache-control")
+            .is_none_or(|value| !value.contains("max-age")),
+        "an error is not cached for a year: {:?}",
+        response.header("cache-control")
+    );
+    assert!(response.header("etag").is_none() && response.header("last-modified").is_none());
+}
