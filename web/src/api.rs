@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 /// Why a call did not give the expected answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiFailure {
+pub(crate) enum ApiFailure {
     /// The API answered with a problem document (4xx or 5xx).
     Problem(Problem),
     /// No answer: the network or the server is down.
@@ -17,7 +17,7 @@ pub enum ApiFailure {
 
 impl ApiFailure {
     /// A sentence for the page-level message.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             ApiFailure::Problem(problem) => match &problem.detail {
                 Some(detail) => format!("{}: {detail}", problem.title),
@@ -33,7 +33,7 @@ impl ApiFailure {
     }
 
     /// Whether trying the same request again may succeed.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             ApiFailure::Problem(problem) => problem.status >= 500 || problem.status == 408,
             ApiFailure::Network | ApiFailure::Unexpected(_) => true,
@@ -42,7 +42,7 @@ impl ApiFailure {
 }
 
 /// `POST /data`.
-pub async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, ApiFailure> {
+pub(crate) async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, ApiFailure> {
     let request = Request::post("/data")
         .json(entry)
         .map_err(|_| ApiFailure::Unexpected(0))?;
@@ -51,7 +51,7 @@ pub async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, ApiFailu
 }
 
 /// `GET /data?n=`, or with `before` the page of older entries below it.
-pub async fn list_entries(n: u32, before: Option<i64>) -> Result<DataList, ApiFailure> {
+pub(crate) async fn list_entries(n: u32, before: Option<i64>) -> Result<DataList, ApiFailure> {
     let path = match before {
         Some(before) => format!("/data?n={n}&before={before}"),
         None => format!("/data?n={n}"),

@@ -6,7 +6,11 @@ use crate::pages::home::HomePage;
 
 /// The root component.
 #[component]
-pub fn App() -> impl IntoView {
+#[allow(
+    unreachable_pub,
+    reason = "#[component] expands to `pub` items of its own"
+)]
+pub(crate) fn App() -> impl IntoView {
     view! {
         <header class="site-header">
             <h1>"Notes & greetings"</h1>

@@ -42,7 +42,7 @@ const BARE: &str = "GET /health, bare axum";
 
 /// Benchmark settings, from the command line.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Concurrent connections (wrk) and clients (pgbench).
     #[arg(long, default_value_t = 32)]
     connections: u32,
@@ -78,7 +78,7 @@ struct Figures {
     peak_rss_mb: Option<f64>,
 }
 
-pub fn run_bench(options: &Options) -> anyhow::Result<()> {
+pub(crate) fn run_bench(options: &Options) -> anyhow::Result<()> {
     let wrk = which("wrk")
         .context("wrk was not found: install it (Debian/Ubuntu: `sudo apt-get install wrk`)")?;
     step("building the release binary, the bare-handler baseline and the web client");

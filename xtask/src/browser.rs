@@ -24,7 +24,7 @@ const GECKODRIVER_VERSION: &str = "0.37.1";
 
 /// A browser engine the journeys run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
+pub(crate) enum Engine {
     /// Debian's Chromium (or Google Chrome), through Playwright.
     Chromium,
     /// WebKitGTK's MiniBrowser through WebKitWebDriver, in Xvfb.
@@ -35,7 +35,7 @@ pub enum Engine {
 
 impl Engine {
     /// Every engine, in the order the tests run them.
-    pub const ALL: &[Engine] = &[Engine::Chromium, Engine::Webkit, Engine::Firefox];
+    pub(crate) const ALL: &[Engine] = &[Engine::Chromium, Engine::Webkit, Engine::Firefox];
 
     fn name(self) -> &'static str {
         match self {
@@ -71,7 +71,7 @@ const FIREFOX_CANDIDATES: &[&str] = &[
 /// Runs the journeys in `engines` against a freshly started service. Every
 /// engine's browser is looked up before anything runs, so a missing one is
 /// reported at once.
-pub fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
+pub(crate) fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> {
     let node_bin = crate::web::ensure_npm_packages()?;
     let mut commands = Vec::new();
     for &engine in engines {

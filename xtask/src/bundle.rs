@@ -19,10 +19,10 @@ use crate::web;
 
 /// The target of the shipped binary: static, so it runs on Amazon Linux
 /// 2023's glibc 2.34 whatever the build machine has.
-pub const TARGET: &str = "x86_64-unknown-linux-musl";
+pub(crate) const TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Builds the bundle and returns its path.
-pub fn build() -> anyhow::Result<PathBuf> {
+pub(crate) fn build() -> anyhow::Result<PathBuf> {
     step(&format!(
         "building the static binary ({TARGET}) and the web client"
     ));
@@ -81,7 +81,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
 
 /// Opens a bundle and checks everything Elastic Beanstalk and the README
 /// promise about it: the platform's rules, and a statically linked binary.
-pub fn check(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     let entries = entries(path)?;
     check_entries(&entries)?;
     let extracted = target_dir().join("bundle/api-from-zip");

@@ -9,7 +9,7 @@ use testkit::paths::{project_root, target_dir};
 use testkit::process::run;
 
 /// `cargo`, as the one that runs us, in the repository root.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
     // `cargo run` describes xtask's own package in the environment; build
@@ -32,7 +32,7 @@ pub fn cargo() -> Command {
 }
 
 /// Builds the debug `api` binary and returns its path.
-pub fn debug_api() -> anyhow::Result<PathBuf> {
+pub(crate) fn debug_api() -> anyhow::Result<PathBuf> {
     run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
     Ok(target_dir().join("debug/api"))
 }

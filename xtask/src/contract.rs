@@ -19,7 +19,7 @@ const MAX_EXAMPLES: &str = "200";
 const DEFAULT_SEED: &str = "20261126";
 
 /// Runs every schemathesis check against a freshly started service.
-pub fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
+pub(crate) fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
     let schemathesis = tools_python()?.with_file_name("schemathesis");
     let database = format!("contract_{}", std::process::id());
     cluster.create_database(&database)?;

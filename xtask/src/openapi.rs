@@ -8,7 +8,7 @@ use testkit::progress::status;
 use crate::cargo::cargo;
 
 /// Rewrites `openapi.json` in the repository root from `api openapi`.
-pub fn write() -> anyhow::Result<()> {
+pub(crate) fn write() -> anyhow::Result<()> {
     let output = cargo()
         .args(["run", "--quiet", "--package", "api", "--", "openapi"])
         .output()

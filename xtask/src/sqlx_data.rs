@@ -19,7 +19,7 @@ use crate::cargo::cargo;
 const QUERY_CRATES: &[&str] = &["api"];
 
 /// Rewrites `.sqlx/` against a throwaway PostgreSQL.
-pub fn prepare() -> anyhow::Result<()> {
+pub(crate) fn prepare() -> anyhow::Result<()> {
     let cluster = Cluster::throwaway("sqlx")?;
     let fresh = generate(&cluster)?;
     let dir = project_root().join(".sqlx");
@@ -39,7 +39,7 @@ pub fn prepare() -> anyhow::Result<()> {
 }
 
 /// Fails when `.sqlx/` differs from what the current queries produce.
-pub fn check(cluster: &Cluster) -> anyhow::Result<()> {
+pub(crate) fn check(cluster: &Cluster) -> anyhow::Result<()> {
     let fresh = generate(cluster)?;
     let committed = read_dir(&project_root().join(".sqlx"))?;
     let mut differences = Vec::new();

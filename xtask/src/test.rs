@@ -29,7 +29,7 @@ const REHEARSAL: &str = "elastic_beanstalk::";
 
 /// A part of `cargo xtask test`, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Part {
+pub(crate) enum Part {
     /// `.sqlx/` matches the queries.
     Sqlx,
     /// The workspace's Rust tests (`cargo test`), RDS and deploy against moto.
@@ -68,7 +68,7 @@ impl Part {
 /// Runs the parts in `only` (the whole suite when it is empty) in their
 /// order, the browser journeys in `engines`; `cargo_test_args` go to the
 /// Rust part's `cargo test`.
-pub fn run_suite(
+pub(crate) fn run_suite(
     engines: &[browser::Engine],
     only: &[Part],
     cargo_test_args: &[String],
@@ -145,7 +145,21 @@ fn rust_tests(
             // The TLS tests: a server certificate for `localhost` from this CA.
             .env("TEST_TLS_CA", &certificates.ca)
             .env("TEST_TLS_OTHER_CA", &certificates.other_ca),
-    ))
+    ))?;
+    step("the api without its aws feature: the tests that need only PostgreSQL");
+    run(cargo()
+        .args([
+            "test",
+            "--package",
+            "api",
+            "--no-default-features",
+            "--locked",
+        ])
+        .args(including_ignored(cargo_test_args))
+        .args(["--skip", SCENARIOS])
+        .env("DATABASE_URL", &database_url)
+        .env("TEST_TLS_CA", &certificates.ca)
+        .env("TEST_TLS_OTHER_CA", &certificates.other_ca))
 }
 
 /// The dependencies' licenses, bans and sources against `deny.toml`
@@ -202,7 +216,7 @@ fn started(
 
 /// The reliability scenarios (`api/tests/reliability.rs`), one at a time,
 /// with their progress and figures shown.
-pub fn reliability() -> anyhow::Result<()> {
+pub(crate) fn reliability() -> anyhow::Result<()> {
     step(
         "reliability: PostgreSQL stopped and restarted under write load; SIGTERM under write load",
     );
@@ -211,7 +225,7 @@ pub fn reliability() -> anyhow::Result<()> {
 
 /// The Elastic Beanstalk rehearsal (`rehearsal/tests/rehearsal.rs`) on the
 /// bundle built here.
-pub fn rehearse() -> anyhow::Result<()> {
+pub(crate) fn rehearse() -> anyhow::Result<()> {
     let bundle = bundle::build()?;
     step(
         "the Elastic Beanstalk rehearsal: the bundle on the model of the platform, the load balancer and RDS",
@@ -238,6 +252,60 @@ fn only_ignored(filter: &str) -> Command {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
+    /// The packages `cargo tree` lists for the api's normal dependencies,
+    /// with the features `features` adds.
+    fn api_dependencies(features: &[&str]) -> Vec<String> {
+        let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(testkit::paths::project_root())
+            .args(["tree", "--package", "api", "--edges", "normal", "--locked"])
+            .args(["--prefix", "none", "--format", "{p}"])
+            .args(features)
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            output.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                line.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_api_without_its_aws_feature_depends_on_no_aws_crate() {
+        let aws = |packages: Vec<String>| -> Vec<String> {
+            let mut found: Vec<String> = packages
+                .into_iter()
+                .filter(|name| name.starts_with("aws-"))
+                .collect();
+            found.sort();
+            found.dedup();
+            found
+        };
+
+        let without = aws(api_dependencies(&["--no-default-features"]));
+        let with = aws(api_dependencies(&[]));
+
+        assert_eq!(
+            without,
+            Vec::<String>::new(),
+            "AWS crates in a build without `aws`"
+        );
+        assert!(
+            with.iter().any(|name| name == "aws-sdk-rds"),
+            "the default build lists the RDS SDK (the check sees what it looks for): {with:?}"
+        );
+    }
+
     use super::including_ignored;
 
     fn args(list: &[&str]) -> Vec<String> {

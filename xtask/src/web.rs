@@ -23,13 +23,13 @@ const WASM_BINDGEN_VERSION: &str = "0.2.130";
 const COMPRESSIBLE: &[&str] = &["html", "js", "wasm", "css", "svg"];
 
 /// Where trunk writes the build.
-pub fn dist_dir() -> PathBuf {
+pub(crate) fn dist_dir() -> PathBuf {
     project_root().join("web/dist")
 }
 
 /// Builds the client in release mode unless `web/dist` is newer than every
 /// input; then writes `.br` and `.gz` beside each compressible file.
-pub fn build(force: bool) -> anyhow::Result<()> {
+pub(crate) fn build(force: bool) -> anyhow::Result<()> {
     let dist = dist_dir();
     if !force && is_up_to_date(&dist)? {
         status("web client is up to date (web/dist)");
@@ -42,7 +42,7 @@ pub fn build(force: bool) -> anyhow::Result<()> {
 
 /// trunk with `args`, in `web/`, with the tools it needs (installed when
 /// missing) on its `PATH`.
-pub fn trunk_command(args: &[&str]) -> anyhow::Result<Command> {
+pub(crate) fn trunk_command(args: &[&str]) -> anyhow::Result<Command> {
     ensure_rust_target("wasm32-unknown-unknown")?;
     // Without its default features: no TLS stack (trunk never downloads
     // here, and `trunk serve` proxies plain HTTP) and no update check.
@@ -102,7 +102,7 @@ fn is_up_to_date(dist: &Path) -> anyhow::Result<bool> {
 }
 
 /// The newest modification time of `path` or anything under it.
-pub fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
+pub(crate) fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !meta.is_dir() {
         return Ok(meta.modified()?);
@@ -116,7 +116,7 @@ pub fn newest_in(path: &Path) -> anyhow::Result<SystemTime> {
 
 /// Returns the path of `binary` at `version`, installing it with `cargo
 /// install … args` first when it is missing or another version.
-pub fn ensure_cargo_tool(
+pub(crate) fn ensure_cargo_tool(
     binary: &str,
     krate: &str,
     version: &str,
@@ -156,7 +156,7 @@ pub fn ensure_cargo_tool(
 /// Installs the npm packages (wasm-opt from `binaryen`, Playwright,
 /// selenium-webdriver) when missing or older than `package-lock.json`, and
 /// returns their `.bin` folder.
-pub fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
+pub(crate) fn ensure_npm_packages() -> anyhow::Result<PathBuf> {
     let root = project_root();
     let bin = root.join("node_modules/.bin");
     // npm writes node_modules/.package-lock.json on every install.
@@ -206,7 +206,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Adds a rustup target unless it is installed.
-pub fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_rust_target(target: &str) -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(project_root())

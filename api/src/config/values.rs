@@ -16,7 +16,7 @@ const AT_LEAST_ONE: &str = "must be at least 1";
 /// Longest timeout accepted: a day. Beyond it a value is a mistake, and
 /// some are refused further on (PostgreSQL's timeouts are milliseconds in
 /// a 32-bit integer; a huge timer overflows the runtime's clock).
-pub const MAX_SECONDS: u64 = 24 * 60 * 60;
+pub(super) const MAX_SECONDS: u64 = 24 * 60 * 60;
 
 /// A whole number of seconds from one to [`MAX_SECONDS`]: a timeout that
 /// cannot be "never" by accident.

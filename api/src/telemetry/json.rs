@@ -18,7 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The JSON line format of `log.format = "json"`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JsonLines;
+pub(crate) struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
@@ -63,7 +63,7 @@ where
 /// written once when the span is created and copied into every line
 /// logged inside it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JsonFields;
+pub(crate) struct JsonFields;
 
 impl<'writer> FormatFields<'writer> for JsonFields {
     fn format_fields<R: RecordFields>(

@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 /// What the proxy does with traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Forwards both ways.
     Forward,
     /// Closes new connections at once (nothing listens).
@@ -26,7 +26,7 @@ pub enum Mode {
 
 /// The proxy, listening on 127.0.0.1; stops when dropped.
 #[derive(Debug)]
-pub struct Chaos {
+pub(crate) struct Chaos {
     /// Its port.
     pub port: u16,
     mode: watch::Sender<Mode>,
@@ -36,7 +36,7 @@ pub struct Chaos {
 
 impl Chaos {
     /// A proxy to `upstream`'s host and port.
-    pub async fn start(upstream: &PgConnectOptions) -> Chaos {
+    pub(crate) async fn start(upstream: &PgConnectOptions) -> Chaos {
         let target = format!("{}:{}", upstream.get_host(), upstream.get_port());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let port = listener.local_addr().expect("an address").port();
@@ -84,17 +84,17 @@ impl Chaos {
     }
 
     /// `options` pointed at the proxy.
-    pub fn options(&self, options: PgConnectOptions) -> PgConnectOptions {
+    pub(crate) fn options(&self, options: PgConnectOptions) -> PgConnectOptions {
         options.host("127.0.0.1").port(self.port)
     }
 
     /// Sets what happens to traffic from now on.
-    pub fn set(&self, mode: Mode) {
+    pub(crate) fn set(&self, mode: Mode) {
         let _ = self.mode.send(mode);
     }
 
     /// Closes every open connection, as a server restart does.
-    pub fn kill_connections(&self) {
+    pub(crate) fn kill_connections(&self) {
         for connection in self
             .connections
             .lock()
@@ -107,7 +107,7 @@ impl Chaos {
 
     /// The database restarts: every connection is closed, new ones are
     /// refused for `down`, then it serves again.
-    pub async fn restart(&self, down: Duration) {
+    pub(crate) async fn restart(&self, down: Duration) {
         self.set(Mode::Refuse);
         self.kill_connections();
         tokio::time::sleep(down).await;

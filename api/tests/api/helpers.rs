@@ -17,12 +17,12 @@ use tower::ServiceExt as _;
 
 /// Settings of the `test` profile from the built-in defaults alone, so the
 /// developer's environment or `.env` cannot change what the tests see.
-pub fn test_settings() -> Settings {
+pub(crate) fn test_settings() -> Settings {
     Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("test settings load")
 }
 
 /// Logs to the terminal only when `TEST_LOG` is set.
-pub fn init_logs() {
+pub(crate) fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some()
@@ -36,7 +36,7 @@ pub fn init_logs() {
 
 /// The application's router over a test database.
 #[derive(Debug, Clone)]
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// The router under test.
     pub router: Router,
     /// Its data store.
@@ -47,7 +47,7 @@ pub struct TestApp {
 
 /// A buffered response.
 #[derive(Debug)]
-pub struct TestResponse {
+pub(crate) struct TestResponse {
     /// The status code.
     pub status: StatusCode,
     /// The headers.
@@ -58,7 +58,7 @@ pub struct TestResponse {
 
 impl TestResponse {
     /// The body parsed as JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
             panic!(
                 "body is not JSON ({error}): {}",
@@ -68,12 +68,12 @@ impl TestResponse {
     }
 
     /// A header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     /// Asserts an RFC 9457 problem with this status, and returns it.
-    pub fn assert_problem(&self, status: StatusCode) -> Value {
+    pub(crate) fn assert_problem(&self, status: StatusCode) -> Value {
         assert_eq!(
             self.status,
             status,
@@ -95,19 +95,19 @@ impl TestResponse {
 
 impl TestApp {
     /// The app over `pool` with the `test` profile's settings.
-    pub fn new(pool: PgPool) -> TestApp {
+    pub(crate) fn new(pool: PgPool) -> TestApp {
         TestApp::with_settings(pool, test_settings())
     }
 
     /// The app over `pool` with the given settings.
-    pub fn with_settings(pool: PgPool, settings: Settings) -> TestApp {
+    pub(crate) fn with_settings(pool: PgPool, settings: Settings) -> TestApp {
         let options = (*pool.connect_options()).clone();
         TestApp::over(options, pool, settings)
     }
 
     /// The app connecting with `options` (a proxy in front of the test
     /// database, say), with `pool` on the test database for checks.
-    pub fn over(options: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
+    pub(crate) fn over(options: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
         init_logs();
         let store = Store::connect(options, &settings.database);
         let state = AppState::new(store.clone(), &settings.web).expect("state builds");
@@ -119,7 +119,7 @@ impl TestApp {
     }
 
     /// Sends a request and buffers the response.
-    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+    pub(crate) async fn send(&self, request: Request<Body>) -> TestResponse {
         let response = self
             .router
             .clone()
@@ -141,7 +141,7 @@ impl TestApp {
     }
 
     /// `GET uri`.
-    pub async fn get(&self, uri: &str) -> TestResponse {
+    pub(crate) async fn get(&self, uri: &str) -> TestResponse {
         self.send(
             Request::get(uri)
                 .body(Body::empty())
@@ -151,12 +151,12 @@ impl TestApp {
     }
 
     /// `POST /data` with a JSON content type and the given raw body.
-    pub async fn post_data(&self, body: impl Into<Body>) -> TestResponse {
+    pub(crate) async fn post_data(&self, body: impl Into<Body>) -> TestResponse {
         self.post_data_as(Some("application/json"), body).await
     }
 
     /// `POST /data` with the given content type (or none) and raw body.
-    pub async fn post_data_as(
+    pub(crate) async fn post_data_as(
         &self,
         content_type: Option<&str>,
         body: impl Into<Body>,
@@ -170,7 +170,7 @@ impl TestApp {
     }
 
     /// Stores an entry through the API and returns the stored record.
-    pub async fn store(&self, notes: &str, greeting: &str) -> Value {
+    pub(crate) async fn store(&self, notes: &str, greeting: &str) -> Value {
         let body = serde_json::json!({ "notes": notes, "greeting": greeting }).to_string();
         let response = self.post_data(body).await;
         assert_eq!(response.status, StatusCode::CREATED);
@@ -178,7 +178,7 @@ impl TestApp {
     }
 
     /// How many rows the `data` table holds.
-    pub async fn stored_rows(&self) -> i64 {
+    pub(crate) async fn stored_rows(&self) -> i64 {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM data")
             .fetch_one(&self.pool)
             .await

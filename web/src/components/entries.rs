@@ -31,7 +31,11 @@ enum Shown {
 
 /// The form asking for N entries, and the result.
 #[component]
-pub fn EntriesPanel() -> impl IntoView {
+#[allow(
+    unreachable_pub,
+    reason = "#[component] expands to `pub` items of its own"
+)]
+pub(crate) fn EntriesPanel() -> impl IntoView {
     let count = RwSignal::new(DEFAULT_LIMIT.to_string());
     let count_error = RwSignal::new(None::<String>);
     let shown = RwSignal::new(Shown::Hint);

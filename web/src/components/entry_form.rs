@@ -126,7 +126,11 @@ fn label(field: &str) -> &str {
 
 /// The form that adds an entry.
 #[component]
-pub fn EntryForm() -> impl IntoView {
+#[allow(
+    unreachable_pub,
+    reason = "#[component] expands to `pub` items of its own"
+)]
+pub(crate) fn EntryForm() -> impl IntoView {
     let fields = Fields::new();
     let confirmation = RwSignal::new(None::<DataRecord>);
     let failure = RwSignal::new(None::<ApiFailure>);

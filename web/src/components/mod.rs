@@ -1,5 +1,5 @@
 //! Reusable pieces of the page.
 
-pub mod entries;
-pub mod entry_form;
-pub mod text_field;
+pub(crate) mod entries;
+pub(crate) mod entry_form;
+pub(crate) mod text_field;

@@ -6,7 +6,11 @@ use leptos::prelude::*;
 
 /// One text field of the entry form.
 #[component]
-pub fn TextField(
+#[allow(
+    unreachable_pub,
+    reason = "#[component] expands to `pub` items of its own"
+)]
+pub(crate) fn TextField(
     /// Element id; the label, count and error hang off it.
     id: &'static str,
     /// The visible label.

@@ -7,7 +7,11 @@ use crate::components::entry_form::EntryForm;
 
 /// Both forms, side by side on wide screens.
 #[component]
-pub fn HomePage() -> impl IntoView {
+#[allow(
+    unreachable_pub,
+    reason = "#[component] expands to `pub` items of its own"
+)]
+pub(crate) fn HomePage() -> impl IntoView {
     view! {
         <div class="panels">
             <EntryForm/>

@@ -1,3 +1,3 @@
 //! Pages of the app.
 
-pub mod home;
+pub(crate) mod home;
