@@ -1,4 +1,4 @@
-// Figures for the README: bytes a first visit transfers (as served,
+// Figures for docs/performance.md: bytes a first visit transfers (as served,
 // compressed) and time to interactive. Printed, never asserted on speed.
 const fs = require('fs');
 const path = require('path');

@@ -21,7 +21,7 @@ use crate::target::Target;
 use crate::timing::Timing;
 
 /// Platform picked when none is named: the newest Go platform on Amazon
-/// Linux 2023 (it runs the prebuilt binary; see the README).
+/// Linux 2023 (it runs the prebuilt binary; see docs/deploy.md).
 const PLATFORM_PREFIX: &str = "64bit Amazon Linux 2023 v";
 const PLATFORM_SUFFIX: &str = " running Go 1";
 

@@ -1,6 +1,5 @@
-//! `deploy`: ships the Elastic Beanstalk bundle. See the crate docs and the
-//! README's "Deploy from a terminal" and "Delivery: from a commit to a healthy
-//! environment" sections.
+//! `deploy`: ships the Elastic Beanstalk bundle. See the crate docs and
+//! docs/deploy.md ("From a terminal", "The deploy program").
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -407,7 +407,7 @@ impl fmt::Display for LimitError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
-    /// URI reference naming the kind of problem; documented in the README.
+    /// URI reference naming the kind of problem; documented in docs/http-api.md.
     #[serde(rename = "type")]
     pub kind: String,
     /// Short summary of the kind of problem.

@@ -102,7 +102,7 @@ impl Rds {
         })
     }
 
-    /// Takes the master secret away from the instances, as the README's
+    /// Takes the master secret away from the instances, as docs/deploy.md's
     /// second step does after the first deploy (the instance role stops
     /// reading it): modelled by deleting it, so that any later read fails.
     pub fn withdraw_master_secret(&self, moto: &Moto) -> anyhow::Result<()> {

@@ -294,7 +294,7 @@ fn scenario(
     // leader's bootstrap must find the app role ready and leave it alone.
     rds.withdraw_master_secret(moto)?;
     status(
-        "the master secret withdrawn from the instances (the README's step after the first deploy)",
+        "the master secret withdrawn from the instances (docs/deploy.md's step after the first deploy)",
     );
 
     step(

@@ -79,7 +79,7 @@ pub(crate) fn build() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Opens a bundle and checks everything Elastic Beanstalk and the README
+/// Opens a bundle and checks everything Elastic Beanstalk and docs/deploy.md
 /// promise about it: the platform's rules, and a statically linked binary.
 pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     let entries = entries(path)?;

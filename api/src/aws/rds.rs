@@ -44,7 +44,7 @@ pub enum RdsError {
     NoCredentials,
     /// The caller lacks an IAM permission.
     #[error(
-        "permission denied: the caller may not call {action}; grant it (the README lists the policy)"
+        "permission denied: the caller may not call {action}; grant it (docs/deploy.md#iam-permissions lists the policy)"
     )]
     AccessDenied {
         /// The IAM action that was refused.
