@@ -52,14 +52,13 @@ pub(crate) async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, A
 
 /// `GET /data?n=`, or with `before` the page of older entries below it.
 pub(crate) async fn list_entries(n: u32, before: Option<i64>) -> Result<DataList, ApiFailure> {
-    let path = match before {
-        Some(before) => format!("/data?n={n}&before={before}"),
-        None => format!("/data?n={n}"),
-    };
-    let response = Request::get(&path)
-        .send()
-        .await
-        .map_err(|_| ApiFailure::Network)?;
+    // Parameters through `query`: gloo joins a query written into the path
+    // and its own (empty) one with a stray `&`.
+    let mut request = Request::get("/data").query([("n", n.to_string())]);
+    if let Some(before) = before {
+        request = request.query([("before", before.to_string())]);
+    }
+    let response = request.send().await.map_err(|_| ApiFailure::Network)?;
     read(response, 200).await
 }
 
