@@ -188,11 +188,19 @@ fn check_platform(config: &Config, entries: &[Entry]) -> anyhow::Result<()> {
             location.name
         );
     }
+    check_idle_timeout(config, entries)?;
     for file in &config.files {
-        if let Some(source) = &file.source {
+        let Some(spec) = &file.source_spec else {
+            continue;
+        };
+        // In every partition, not only the model's.
+        for partition in crate::ebextensions::PARTITIONS {
+            let source = config.resolve(spec, partition).with_context(|| {
+                format!("{}: {} in partition {partition}", file.file, file.path)
+            })?;
             ensure!(
                 source.starts_with("https://"),
-                "{}: {} must come from an https source, not {source}",
+                "{}: {} must come from an https source, not {source} (partition {partition})",
                 file.file,
                 file.path
             );
@@ -200,6 +208,62 @@ fn check_platform(config: &Config, entries: &[Entry]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The load balancer's option namespace.
+const LOAD_BALANCER_NAMESPACE: &str = "aws:elbv2:loadbalancer";
+
+/// The load balancer's idle timeout when nothing sets it (ALB: 60 s).
+const DEFAULT_ALB_IDLE_TIMEOUT: u64 = 60;
+
+/// The load balancer must give up an idle connection to nginx before nginx
+/// does: "configure the idle timeout of your application to be larger than
+/// the idle timeout configured for the load balancer. Otherwise ... the
+/// load balancer sends an HTTP 502 Bad Gateway error to the client"
+/// (elasticloadbalancing, connection-idle-timeout). The platform's nginx
+/// keeps connections alive `keepalive_timeout` seconds (60), a directive
+/// its server block already holds, so a bundle cannot raise it there.
+fn check_idle_timeout(config: &Config, entries: &[Entry]) -> anyhow::Result<()> {
+    let keepalive = nginx_keepalive_timeout(entries)?;
+    let idle = match config.option(LOAD_BALANCER_NAMESPACE, "IdleTimeout") {
+        Some(value) => value.trim().parse().with_context(|| {
+            format!("{LOAD_BALANCER_NAMESPACE} IdleTimeout {value:?} is not seconds")
+        })?,
+        None => DEFAULT_ALB_IDLE_TIMEOUT,
+    };
+    ensure!(
+        idle < keepalive,
+        "the load balancer keeps idle connections {idle} s ({LOAD_BALANCER_NAMESPACE} \
+         IdleTimeout), not less than nginx's keepalive_timeout of {keepalive} s: nginx may close a \
+         connection as the load balancer sends on it, a 502 for the client; set IdleTimeout below \
+         {keepalive}"
+    );
+    Ok(())
+}
+
+/// nginx's `keepalive_timeout` in seconds: the bundle's own `nginx.conf`
+/// when it replaces the platform's, else the platform's (fixture).
+fn nginx_keepalive_timeout(entries: &[Entry]) -> anyhow::Result<u64> {
+    let text = entries
+        .iter()
+        .find(|entry| entry.name == ".platform/nginx/nginx.conf")
+        .map_or_else(
+            || PLATFORM_NGINX_CONF.to_owned(),
+            |main| String::from_utf8_lossy(&main.bytes).into_owned(),
+        );
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("keepalive_timeout"))
+        .find_map(|rest| {
+            rest.trim()
+                .trim_end_matches(';')
+                .trim_end_matches('s')
+                .parse()
+                .ok()
+        })
+        .context("nginx.conf sets no keepalive_timeout in seconds")
+}
+
+/// The platform's own nginx.conf (fixture, with its sources).
+const PLATFORM_NGINX_CONF: &str = include_str!("../fixtures/eb-al2023-nginx/nginx.conf");
 
 /// Where the platform's nginx listens: 80, unless the bundle replaces the
 /// whole `nginx.conf` with one that listens elsewhere.
@@ -300,6 +364,64 @@ mod tests {
     #[test]
     fn the_repository_platform_files_pass() {
         check_entries(&repository_entries()).expect("the bundle's platform files pass");
+    }
+
+    #[test]
+    fn a_load_balancer_keeping_connections_as_long_as_nginx_is_refused() {
+        let mut entries = repository_entries();
+        replace(
+            &mut entries,
+            ".ebextensions/02-health.config",
+            "IdleTimeout: 50",
+            "IdleTimeout: 60",
+        );
+
+        let refused = check_entries(&entries).expect_err("60 s is refused");
+
+        let message = refused.to_string();
+        assert!(
+            message.contains("keeps idle connections 60 s")
+                && message.contains("keepalive_timeout of 60 s"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_file_from_plain_http_in_any_partition_is_refused() {
+        let mut entries = repository_entries();
+        replace(
+            &mut entries,
+            ".ebextensions/06-rds-ca.config",
+            "Url: https://rds-truststore.s3.cn-north-1",
+            "Url: http://rds-truststore.s3.cn-north-1",
+        );
+
+        let refused = check_entries(&entries).expect_err("plain http is refused");
+
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("must come from an https source") && message.contains("aws-cn"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_rds_ca_bundle_comes_from_the_instance_s_partition() {
+        let config = config(&repository_entries()).expect("the bundle's config");
+        let file = config
+            .files
+            .iter()
+            .find(|file| file.path == "/etc/pki/rds/global-bundle.pem")
+            .expect("the CA bundle is a file entry");
+        let spec = file.source_spec.as_ref().expect("a source");
+        let url = |partition| config.resolve(spec, partition).expect("resolves");
+
+        assert_eq!(
+            url("aws"),
+            "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+        );
+        assert!(url("aws-us-gov").contains("truststore.pki.us-gov-west-1.rds.amazonaws.com"));
+        assert!(url("aws-cn").contains(".amazonaws.com.cn/"));
     }
 
     #[test]

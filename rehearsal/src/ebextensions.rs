@@ -45,6 +45,8 @@ pub struct FileEntry {
     pub source: Option<String>,
     /// Octal mode, e.g. `000644`.
     pub mode: Option<String>,
+    /// `source` as written, before functions are resolved.
+    pub source_spec: Option<Value>,
 }
 
 /// The configuration files of a bundle, merged.
@@ -59,6 +61,8 @@ pub struct Config {
     /// Config files that hold a `commands` section (run before the bundle
     /// is extracted, from `/`).
     pub commands: Vec<String>,
+    /// `Mappings`: map → key → name → value.
+    pub mappings: BTreeMap<String, Value>,
 }
 
 /// Sections Elastic Beanstalk knows in a config file.
@@ -74,7 +78,14 @@ const SECTIONS: &[&str] = &[
     "services",
     "Resources",
     "Outputs",
+    "Mappings",
 ];
+
+/// The partition the model's instances run in (`Ref: AWS::Partition`).
+pub const PARTITION: &str = "aws";
+
+/// The partitions a partition-dependent value must cover.
+pub const PARTITIONS: [&str; 3] = ["aws", "aws-us-gov", "aws-cn"];
 
 impl Config {
     /// Parses `(file name, text)` pairs, in any order.
@@ -99,6 +110,15 @@ impl Config {
             .context("a config file must be a mapping")?;
         for key in sections.keys() {
             ensure!(SECTIONS.contains(&key.as_str()), "unknown section {key}");
+        }
+        // First: the file's other sections may look values up in them.
+        if let Some(mappings) = sections.get("Mappings") {
+            let mappings = mappings.as_object().context("Mappings must be a mapping")?;
+            self.mappings.extend(
+                mappings
+                    .iter()
+                    .map(|(name, map)| (name.clone(), map.clone())),
+            );
         }
         if let Some(options) = sections.get("option_settings") {
             self.add_options(options)?;
@@ -194,12 +214,20 @@ impl Config {
                 path.starts_with('/'),
                 "files: {path} is not an absolute path"
             );
+            let source = match &spec["source"] {
+                Value::Null => None,
+                source => Some(
+                    self.resolve(source, PARTITION)
+                        .with_context(|| format!("files: {path} source"))?,
+                ),
+            };
             let entry = FileEntry {
                 file: file.to_owned(),
                 path: path.clone(),
                 content: spec["content"].as_str().map(str::to_owned),
-                source: spec["source"].as_str().map(str::to_owned),
+                source,
                 mode: spec["mode"].as_str().map(str::to_owned),
+                source_spec: (!spec["source"].is_null()).then(|| spec["source"].clone()),
             };
             ensure!(
                 entry.content.is_some() != entry.source.is_some(),
@@ -208,6 +236,40 @@ impl Config {
             self.files.push(entry);
         }
         Ok(())
+    }
+
+    /// A string, or the functions CloudFormation resolves in a config
+    /// file's values that this model knows: `Fn::FindInMap` over this
+    /// file's `Mappings`, with `Ref: AWS::Partition` as `partition`.
+    pub fn resolve(&self, value: &Value, partition: &str) -> anyhow::Result<String> {
+        if let Some(text) = value.as_str() {
+            return Ok(text.to_owned());
+        }
+        if let Some(reference) = value.get("Ref") {
+            ensure!(
+                reference == "AWS::Partition",
+                "Ref {reference} is not one the rehearsal knows (only AWS::Partition)"
+            );
+            return Ok(partition.to_owned());
+        }
+        let Some(Value::Array(arguments)) = value.get("Fn::FindInMap") else {
+            bail!("{value} is neither a string nor a function the rehearsal knows");
+        };
+        let [map, key, name] = arguments.as_slice() else {
+            bail!("Fn::FindInMap takes a map, a key and a name: {value}");
+        };
+        let (map, key, name) = (
+            self.resolve(map, partition)?,
+            self.resolve(key, partition)?,
+            self.resolve(name, partition)?,
+        );
+        self.mappings
+            .get(&map)
+            .and_then(|map| map.get(&key))
+            .and_then(|entry| entry.get(&name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("Fn::FindInMap: Mappings {map} has no {key} {name}"))
     }
 
     /// Sets option `name` of `namespace` to the single `value`; a later

@@ -13,10 +13,13 @@
 //! - [`alb`]: a load balancer that reads the bundle's process settings,
 //!   health-checks `instance:Port` and drains on deregistration;
 //! - [`rds`]: PostgreSQL 16 with RDS's role model, found through the RDS
-//!   API (moto) by the app's own code.
+//!   API (moto) by the app's own code;
+//! - [`health`]: enhanced health as the bundle's rules decide it, from the
+//!   instances' `healthd` logs.
 
 pub mod alb;
 pub mod bundle;
 pub mod ebextensions;
+pub mod health;
 pub mod platform;
 pub mod rds;

@@ -197,7 +197,7 @@ impl Instance {
         );
         self.write_files(&config, provided, journal)?;
         let env = self.environment(&config, provided);
-        self.run_hooks(&staging, "prebuild", &env, journal)?;
+        self.run_hooks(&staging, "hooks/prebuild", &env, journal)?;
 
         // 2. Configure.
         self.stage_nginx(&staging, &config)?;
@@ -205,7 +205,7 @@ impl Instance {
         for command in config.container_commands_for(leader) {
             self.container_command(&staging, command, &env, journal)?;
         }
-        self.run_hooks(&staging, "predeploy", &env, journal)?;
+        self.run_hooks(&staging, "hooks/predeploy", &env, journal)?;
 
         // 3. Deploy.
         self.stop_nginx();
@@ -223,9 +223,66 @@ impl Instance {
         ));
         self.start_nginx()?;
         journal.step("started nginx with the new configuration");
-        self.run_hooks(&current, "postdeploy", &env, journal)?;
+        self.run_hooks(&current, "hooks/postdeploy", &env, journal)?;
         self.version = Some(bundle.label.clone());
         Ok(())
+    }
+
+    /// A configuration deployment (platforms-linux-extend.hooks: a change
+    /// of environment properties, among others, updates the instances
+    /// without a new version): the properties `changed` over the bundle's,
+    /// the `confighooks` prebuild and predeploy, the app restarted with
+    /// them, then the `confighooks` postdeploy; hooks run in the current
+    /// application's folder.
+    pub fn configure(
+        &mut self,
+        changed: &BTreeMap<String, String>,
+        provided: &Provided,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let log = self.logs.join(format!("{}-configuration.log", self.name));
+        let mut journal = Journal::new(&log)?;
+        let outcome = self.reconfigure(changed, provided, &mut journal);
+        journal.flush()?;
+        outcome.with_context(|| {
+            format!(
+                "the configuration deployment on {} failed; its log: {}",
+                self.name,
+                log.display()
+            )
+        })?;
+        status(&format!(
+            "{}: configuration deployed ({}) in {:.1} s",
+            self.name,
+            changed.keys().cloned().collect::<Vec<_>>().join(", "),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    fn reconfigure(
+        &mut self,
+        changed: &BTreeMap<String, String>,
+        provided: &Provided,
+        journal: &mut Journal,
+    ) -> anyhow::Result<()> {
+        let current = self.current();
+        let config = read_config(&current)?;
+        let mut env = self.environment(&config, provided);
+        env.extend(changed.clone());
+        journal.step(&format!(
+            "environment properties changed: {}",
+            changed.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        self.run_hooks(&current, "confighooks/prebuild", &env, journal)?;
+        self.run_hooks(&current, "confighooks/predeploy", &env, journal)?;
+        self.stop_nginx();
+        self.stop_app()?;
+        self.start_web(&current, &env)?;
+        journal.step("restarted the Procfile's web process with the new properties");
+        self.start_nginx()?;
+        journal.step("restarted nginx");
+        self.run_hooks(&current, "confighooks/postdeploy", &env, journal)
     }
 
     /// Writes the `files:` entries of `config` into this instance's folder,
@@ -352,8 +409,9 @@ impl Instance {
         Ok(output.status.success())
     }
 
-    /// Runs the executable files of `.platform/hooks/<stage>` under `dir`,
-    /// in lexicographic order, as root, from `dir`.
+    /// Runs the executable files of `.platform/<stage>` under `dir`
+    /// (`hooks/postdeploy`, `confighooks/predeploy`, …), in lexicographic
+    /// order, as root, from `dir`.
     fn run_hooks(
         &self,
         dir: &Path,
@@ -362,7 +420,7 @@ impl Instance {
         journal: &mut Journal,
     ) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
-        let hooks = dir.join(".platform/hooks").join(stage);
+        let hooks = dir.join(".platform").join(stage);
         let Ok(entries) = std::fs::read_dir(&hooks) else {
             return Ok(());
         };

@@ -2,11 +2,15 @@
 //! of Elastic Beanstalk, its load balancer and RDS (this crate's library),
 //! so that what would fail on AWS fails here, naming the cause.
 //!
-//! The scenario: an environment created from scratch (two instances); a new
+//! The scenario: an environment created from scratch (two instances, the
+//! last deployed elected leader); a flood over the write limit; a new
 //! version (the bundle re-zipped without file modes, as another tool may
-//! zip it) rolled out with an additional batch under write load; an
-//! instance added by scaling. No request may fail and no acknowledged write
-//! may be lost. Figures go to `target/rehearse/latest.json`.
+//! zip it) rolled out with an additional batch under write load, an old
+//! instance elected leader; an instance added by scaling; a
+//! configuration-only update. No request may fail, no acknowledged write
+//! may be lost, no instance may serve before its migrations ran, and the
+//! flood must leave enhanced health Green. Figures go to
+//! `target/rehearse/latest.json`.
 //!
 //! It needs root (network namespaces, the `webapp` user), nginx, PostgreSQL
 //! 16, moto and the bundle: `cargo xtask rehearse` builds the bundle and
@@ -22,9 +26,10 @@ use anyhow::{Context as _, ensure};
 
 use rehearsal::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
 use rehearsal::bundle;
+use rehearsal::health::{GREEN_AT_MOST, HEALTH_NAMESPACE, Rules, Tally};
 use rehearsal::platform::{self, Bundle, Instance, Provided};
 use rehearsal::rds::Rds;
-use testkit::http::{Reply, send, send_over};
+use testkit::http::{Reply, send, send_over, send_over_with};
 use testkit::load::{Load, check_acknowledged, stored_ids};
 use testkit::moto::Moto;
 use testkit::network::Vpc;
@@ -65,6 +70,27 @@ struct Environment<'a> {
     logs: PathBuf,
     /// How long a target may take to pass its first health check.
     health_wait: Duration,
+    /// The database, to check its schema before an instance serves.
+    rds: &'a Rds,
+    /// The migrations the bundle's binary holds (the repository's).
+    migrations: Vec<i64>,
+    /// Which answers count against enhanced health (the bundle's rules).
+    health_rules: Rules,
+}
+
+impl Environment<'_> {
+    /// What the instances' healthd logs hold since `since` (Unix seconds).
+    fn health_since(&self, since: f64) -> anyhow::Result<Tally> {
+        let mut tally = Tally::default();
+        for instance in self.instances.values() {
+            tally.add_folder(
+                &instance.path("/var/log/nginx/healthd"),
+                since,
+                self.health_rules,
+            )?;
+        }
+        Ok(tally)
+    }
 }
 
 impl Environment<'_> {
@@ -81,7 +107,32 @@ impl Environment<'_> {
 
     /// Registers an instance with the load balancer and waits until it
     /// passes its health check, saying what the instance listens on if not.
+    /// First it checks that the database already has every migration the
+    /// instance's binary holds: a version must never serve on a schema
+    /// older than its own, whichever instance Elastic Beanstalk elected.
     fn attach(&mut self, name: &str) -> anyhow::Result<()> {
+        let applied = self.rds.cluster.query(
+            &self.rds.database,
+            "SELECT coalesce(string_agg(version::text, ' '), '') FROM notes_app._sqlx_migrations \
+             WHERE success",
+        );
+        let applied: Vec<i64> = applied
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|version| version.parse().ok())
+            .collect();
+        let missing: Vec<i64> = self
+            .migrations
+            .iter()
+            .filter(|version| !applied.contains(version))
+            .copied()
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "{name} would serve before the database has the migrations its binary holds \
+             (missing {missing:?}): every instance must migrate before its app starts, whichever \
+             one Elastic Beanstalk elects as the leader (.ebextensions/05-migrate.config)"
+        );
         let instance = &self.instances[name];
         self.lb.register(name, instance.net.address);
         self.lb
@@ -127,6 +178,30 @@ fn diagnose(instance: &Instance) -> String {
         .filter(|tail| !tail.is_empty())
         .unwrap_or_else(|| "(nothing: the web process never started)".to_owned())
     )
+}
+
+/// The versions of the repository's migrations, which the bundle's binary
+/// embeds (`migrations/<version>_<name>.sql`).
+fn bundled_migrations() -> anyhow::Result<Vec<i64>> {
+    let folder = testkit::paths::project_root().join("migrations");
+    let mut versions = Vec::new();
+    for entry in
+        std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?
+    {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some((version, _)) = name
+            .strip_suffix(".sql")
+            .and_then(|stem| stem.split_once('_'))
+        {
+            versions.push(
+                version
+                    .parse()
+                    .with_context(|| format!("the version of {name}"))?,
+            );
+        }
+    }
+    ensure!(!versions.is_empty(), "no migration in {}", folder.display());
+    Ok(versions)
 }
 
 /// Where the instances' file trees go (each instance's `/var/app`, `/etc`,
@@ -227,6 +302,11 @@ fn rehearse(built: &Path) -> anyhow::Result<()> {
         root: hosts_root(),
         logs,
         health_wait,
+        rds: &rds,
+        migrations: bundled_migrations()?,
+        health_rules: Rules::from_config_document(
+            config.option(HEALTH_NAMESPACE, "ConfigDocument"),
+        )?,
     };
     let figures = scenario(&mut environment, &rds, &moto, &v1, &v2)?;
     std::fs::write(
@@ -246,13 +326,16 @@ fn scenario(
     v1: &Bundle,
     v2: &Bundle,
 ) -> anyhow::Result<serde_json::Value> {
+    // Elastic Beanstalk elects a leader for leader-only commands without
+    // saying which instance, nor that it goes first: here it is the one that
+    // deploys last, each instance registering once deployed.
     step(
-        "1. a new environment: two instances, the first the leader, then both behind the load balancer",
+        "1. a new environment: two instances, each behind the load balancer once deployed; the second elected leader",
     );
     let started = Instant::now();
-    let first = environment.launch(v1, true)?;
-    let second = environment.launch(v1, false)?;
+    let first = environment.launch(v1, false)?;
     environment.attach(&first)?;
+    let second = environment.launch(v1, true)?;
     environment.attach(&second)?;
     let created = started.elapsed();
     let port = environment.lb.port;
@@ -303,7 +386,9 @@ fn scenario(
     let load = Load::start(port, WRITERS, "rolling", false);
     load.wait_for_acknowledged(20, WRITES_WITHIN)?;
     let rollout = Instant::now();
-    let extra = environment.launch(v2, true)?;
+    // The leader this time: an instance of the old version, which gets the
+    // new one last but one.
+    let extra = environment.launch(v2, false)?;
     environment.attach(&extra)?;
     let mut drains = Vec::new();
     for old in [&first, &second] {
@@ -312,7 +397,7 @@ fn scenario(
             .instances
             .get_mut(old.as_str())
             .context("instance present")?;
-        deploy(instance, v2, false, &environment.provided)?;
+        deploy(instance, v2, *old == second, &environment.provided)?;
         environment.attach(old)?;
     }
     drains.push(environment.detach(&extra));
@@ -366,6 +451,8 @@ fn scenario(
         failed.len(),
         &failed[..failed.len().min(5)]
     );
+
+    let configured = configuration_update(environment)?;
     Ok(serde_json::json!({
         "environment_created_seconds": created.as_secs_f64(),
         "write_limit": write_limit,
@@ -376,6 +463,7 @@ fn scenario(
         "acknowledged_writes_missing": 0,
         "load_balancer": counts,
         "drains": drains,
+        "configuration_update": configured,
         "time_scale": TIME_SCALE,
         "targets": environment
             .lb
@@ -386,17 +474,59 @@ fn scenario(
     }))
 }
 
+/// A configuration-only update (an environment property changed), one
+/// instance at a time out of the load balancer: its configuration hooks
+/// run (the smoke check, by a path relative to its own) and it serves
+/// again with the new property.
+fn configuration_update(environment: &mut Environment<'_>) -> anyhow::Result<serde_json::Value> {
+    step("4. a configuration-only update: an environment property changed, instance by instance");
+    let changed: BTreeMap<String, String> = [(
+        "APP_LOG__FILTER".to_owned(),
+        "info,sqlx=warn,api=debug".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let names: Vec<String> = environment.instances.keys().cloned().collect();
+    for name in &names {
+        environment.detach(name);
+        let instance = environment
+            .instances
+            .get_mut(name.as_str())
+            .context("instance present")?;
+        instance
+            .configure(&changed, &environment.provided)
+            .map_err(|error| anyhow::anyhow!("{error:#}\n{}", diagnose(instance)))?;
+        environment.attach(name)?;
+    }
+    let listed = send(environment.lb.port, "GET", "/data?n=1", None)?;
+    ensure!(
+        listed.status == 200,
+        "after the configuration update GET /data answered {}: {}",
+        listed.status,
+        listed.body
+    );
+    status(&format!(
+        "configuration deployed on {} instances; each ran its configuration hooks and serves again",
+        names.len()
+    ));
+    Ok(serde_json::json!({ "instances": names.len() }))
+}
+
 /// Two Internet clients (public addresses, as the load balancer sees
 /// them) write at once: one far over the bundle's per-client write limit,
-/// which must get 429 problems with `Retry-After` once its burst is spent,
-/// the other at a few writes a second, which must not get a single one.
+/// forging `X-Forwarded-For` to pass for someone else, which must get 429
+/// problems with `Retry-After` once its burst is spent, the other at a few
+/// writes a second, which must not get a single one.
 /// Every other request of the rehearsal comes from the machine itself,
 /// inside the VPC, which the limit leaves alone.
 fn write_limit(environment: &Environment<'_>) -> anyhow::Result<serde_json::Value> {
     step(
-        "1b. abuse: a client over the write limit gets 429s; another client at the same time does not",
+        "1b. abuse: a client over the write limit, forging X-Forwarded-For, gets 429s; another client at the same time does not",
     );
     let port = environment.lb.port;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
     let (flood, polite) = (FLOOD_CLIENT, POLITE_CLIENT);
     environment.vpc.add_client_address(flood)?;
     environment.vpc.add_client_address(polite)?;
@@ -405,9 +535,24 @@ fn write_limit(environment: &Environment<'_>) -> anyhow::Result<serde_json::Valu
     let flooding = std::thread::spawn({
         let stop = std::sync::Arc::clone(&stop);
         move || {
+            // It forges X-Forwarded-For: an address inside the VPC (which
+            // the limit leaves alone), loopback, and the polite client's
+            // (to spend that one's allowance). The load balancer appends
+            // the real source; nginx must take that one.
+            let forged = ["10.0.0.99", "127.0.0.1", &polite.to_string()].map(str::to_owned);
             let mut replies = Vec::new();
+            let mut turn = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                replies.push(send_from(flood, port, "POST", "/data", Some(body)));
+                let pretend = &forged[turn % forged.len()];
+                turn += 1;
+                replies.push(send_from_as(
+                    flood,
+                    pretend,
+                    port,
+                    "POST",
+                    "/data",
+                    Some(body),
+                ));
             }
             replies
         }
@@ -473,18 +618,62 @@ fn write_limit(environment: &Environment<'_>) -> anyhow::Result<serde_json::Valu
         limited.len(),
         polite_statuses.len()
     ));
+    // A deploy waits for Green: the flood's 429s must not count against it.
+    let health = environment.health_since(since)?;
+    ensure!(
+        health.is_green(),
+        "enhanced health during the flood: {} of {} requests count as failed ({} were 4xx), over \
+         the {:.0} % the model calls Green; a deploy would wait for Green and roll back. \
+         Application 4xx count unless the ConfigDocument's \
+         Rules.Environment.Application.ApplicationRequests4xx is off \
+         (.ebextensions/08-alarms-metrics.config)",
+        health.failures,
+        health.requests,
+        health.client_errors,
+        GREEN_AT_MOST * 100.0
+    );
+    status(&format!(
+        "enhanced health over the flood: Green ({} requests logged by nginx, {} of them 4xx, {} counted as failed)",
+        health.requests, health.client_errors, health.failures
+    ));
     Ok(serde_json::json!({
         "flood_writes": flood_replies.len(),
         "flood_stored": stored,
         "flood_429": limited.len(),
         "polite_writes": polite_statuses.len(),
         "polite_refused": 0,
+        "health_requests": health.requests,
+        "health_4xx": health.client_errors,
+        "health_failures": health.failures,
     }))
 }
 
 /// Public addresses (TEST-NET-2 and -3, RFC 5737) for the two clients.
 const FLOOD_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const POLITE_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// One request to the load balancer from `source`, claiming in its own
+/// `X-Forwarded-For` to come from `pretend`.
+fn send_from_as(
+    source: Ipv4Addr,
+    pretend: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
+    send_over_with(
+        socket.into(),
+        method,
+        path,
+        &[("x-forwarded-for", pretend)],
+        body,
+    )
+}
 
 /// One request to the load balancer, sent from `source`.
 fn send_from(

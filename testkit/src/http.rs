@@ -112,14 +112,28 @@ pub fn send(port: u16, method: &str, path: &str, body: Option<&str>) -> io::Resu
 /// socket themselves (a source address of their own), which ureq's
 /// connector would need a transport of ours for.
 pub fn send_over(
+    stream: TcpStream,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> io::Result<Reply> {
+    send_over_with(stream, method, path, &[], body)
+}
+
+/// [`send_over`] with extra request headers, `(name, value)`.
+pub fn send_over_with(
     mut stream: TcpStream,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> io::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(body) = body {
         request.push_str(&format!(
             "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -66,13 +66,34 @@ pub(crate) fn infra() -> anyhow::Result<()> {
         ])
         .current_dir(project_root()))
     .context("cfn-lint reported findings in infra/")?;
-    run(Command::new(python)
+    run(Command::new(&python)
         .args(["-c", BUILDSPEC_CHECK])
         .current_dir(project_root()))
     .context("buildspec.yml is not a usable CodeBuild buildspec")?;
+    run(Command::new(python)
+        .args(["-c", WAF_LIMIT_CHECK])
+        .current_dir(project_root()))
+    .context("infra/app.yaml's RateLimitPerFiveMinutes accepts what AWS WAF refuses")?;
     status("infra/ and buildspec.yml clean");
     Ok(())
 }
+
+/// The rate limit the app stack accepts is one AWS WAF takes too: 0 (no
+/// web ACL) or at least 10 ("The lowest limit setting allowed is 10").
+const WAF_LIMIT_CHECK: &str = r#"
+import re, yaml
+class Loader(yaml.SafeLoader): pass
+Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+template = yaml.load(open("infra/app.yaml"), Loader=Loader)
+parameter = template["Parameters"]["RateLimitPerFiveMinutes"]
+pattern = re.compile(parameter["AllowedPattern"])
+accepted = lambda value: pattern.fullmatch(value) is not None
+for value in ["0", "10", "100", "2000", "1999999999"]:
+    assert accepted(value), f"RateLimitPerFiveMinutes refuses {value}, which AWS WAF takes"
+for value in [str(n) for n in range(1, 10)] + ["-1", "", "05", "2.5", "20000000000"]:
+    assert not accepted(value), f"RateLimitPerFiveMinutes accepts {value!r}, which AWS WAF refuses"
+assert parameter["Default"] == "0", "the default is no web ACL"
+"#;
 
 /// Parses buildspec.yml and checks its shape.
 const BUILDSPEC_CHECK: &str = r#"

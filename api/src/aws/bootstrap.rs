@@ -17,6 +17,10 @@ use super::rds;
 use crate::config::Settings;
 use crate::db;
 
+/// The advisory lock that serializes bootstraps (its key, arbitrary but
+/// fixed; sqlx's migrations use another).
+const BOOTSTRAP_LOCK: i64 = 0x6e6f_7465_735f_6273;
+
 /// The master credentials RDS keeps in Secrets Manager.
 #[derive(Deserialize)]
 struct MasterSecret {
@@ -25,7 +29,7 @@ struct MasterSecret {
 }
 
 /// What bootstrapping found and did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// The app role could already sign in and use its schema: nothing was
     /// done, and the master secret was not read.
@@ -75,13 +79,24 @@ async fn master_options(settings: &Settings) -> anyhow::Result<PgConnectOptions>
 }
 
 /// Whether the app role signs in (as `serve` does: IAM token, verify-full)
-/// and may use and create in its schema. Any failure means "not yet".
-async fn app_role_ready(settings: &Settings) -> bool {
+/// and may use and create in its schema. `Ok(false)` only when the server
+/// refused it (it cannot sign in: SQLSTATE class 28) or its schema is not
+/// there or not its own yet: those are what the master user fixes. Any
+/// other failure (the network, the RDS API, a token that could not be
+/// made) is an error, so a passing fault never leads to the master secret.
+async fn app_role_ready(settings: &Settings) -> anyhow::Result<bool> {
     let check = async {
         let connection = connect::connection(settings)
             .await?
             .context("rds.instance_id is not set")?;
-        let mut connection = connection.options.connect().await?;
+        let mut connection = match connection.options.connect().await {
+            Ok(connection) => connection,
+            Err(error) if is_sign_in_refused(&error) => {
+                tracing::info!(%error, "the app role cannot sign in yet: bootstrapping as the master user");
+                return Ok(false);
+            }
+            Err(error) => return Err(error).context("signing in as the app role"),
+        };
         let ready: bool = sqlx::query_scalar(
             "SELECT CASE WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = current_user) \
              THEN has_schema_privilege(current_user::text, 'USAGE, CREATE') ELSE false END",
@@ -91,24 +106,30 @@ async fn app_role_ready(settings: &Settings) -> bool {
         connection.close().await?;
         anyhow::Ok(ready)
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(30), check).await {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(error)) => {
-            tracing::info!(error = %format!("{error:#}"), "the app role cannot sign in yet: bootstrapping as the master user");
-            false
-        }
-        Err(_) => false,
-    }
+    tokio::time::timeout(std::time::Duration::from_secs(30), check)
+        .await
+        .context("the app role's sign-in did not finish within 30 s")?
+        .context("could not tell whether the app role is ready (the master secret was not read)")
+}
+
+/// Whether the server refused to let a role sign in (SQLSTATE class 28:
+/// no such role, no `rds_iam`, a wrong password or token).
+pub fn is_sign_in_refused(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db
+        .code()
+        .is_some_and(|code| code.starts_with("28")))
 }
 
 /// Creates the application role and its schema when missing. On RDS it
 /// first tries the app role itself: when that already signs in and may use
 /// its schema, it stops there, without reading the master secret (so an
 /// instance role that may no longer read it, after the first deploy, still
-/// deploys).
+/// deploys); only a refusal of the app role leads to the master user.
+/// Safe on every instance at once: the work as the master user holds an
+/// advisory lock.
 pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let role = &settings.rds.app_user;
-    if settings.database.url.is_none() && app_role_ready(settings).await {
+    if settings.database.url.is_none() && app_role_ready(settings).await? {
         return Ok(Outcome {
             already_done: true,
             created_role: false,
@@ -121,6 +142,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         .await
         .context("connecting as the master user")?;
     let mut transaction = connection.begin().await?;
+    // Every instance of a deployment bootstraps: one at a time, each seeing
+    // what the one before it committed.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *transaction)
+        .await
+        .context("waiting for another instance's bootstrap")?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
             .bind(role.as_str())

@@ -17,12 +17,21 @@ use super::config::{ProvisionSettings, RdsSettings};
 /// Tag naming the application on everything this creates.
 const APPLICATION_TAG: (&str, &str) = ("application", "notes-api");
 
-/// States that will not turn into `available` without someone acting.
+/// States that will not turn into `available` without someone acting
+/// (the RDS User Guide's "Viewing instance status"): a failure, full
+/// storage, a key or capacity problem, an instance stopped or on its way
+/// out.
 const BAD_STATES: &[&str] = &[
     "failed",
     "storage-full",
     "inaccessible-encryption-credentials",
+    "inaccessible-encryption-credentials-recoverable",
+    "insufficient-capacity",
     "restore-error",
+    "stopping",
+    "stopped",
+    "delete-precheck",
+    "deleting",
 ];
 
 /// What can go wrong talking to RDS, in words an operator can act on.
@@ -287,8 +296,8 @@ pub async fn create(
     })
 }
 
-/// Polls until the instance is `available`, calling `progress` with each
-/// new status; fails on a bad state or the timeout.
+/// Polls until the instance is `available` with an endpoint, calling
+/// `progress` with each new status; fails on a bad state or the timeout.
 pub async fn wait_available(
     client: &Client,
     id: &str,
@@ -314,7 +323,7 @@ pub async fn wait_available(
                 last.clone_from(&status);
             }
             check_state(&instance)?;
-            Ok(if status == "available" {
+            Ok(if is_ready(&instance) {
                 Look::Done(instance)
             } else {
                 Look::NotYet(status)
@@ -329,8 +338,11 @@ pub async fn wait_available(
     .await
 }
 
-/// `api db provision`: describe; create when missing and wait until
-/// available; an existing instance is reported at once, unchanged.
+/// `api db provision`: describe; create when missing; then, new or not,
+/// wait until it is `available` with an endpoint, with the same progress
+/// either way. An existing instance is never changed; one still being
+/// created (an earlier run was cancelled or gave up waiting) is waited
+/// for, since RDS may show no endpoint until then.
 pub async fn provision(
     client: &Client,
     settings: &RdsSettings,
@@ -341,15 +353,32 @@ pub async fn provision(
         .instance_id
         .as_deref()
         .ok_or(RdsError::NoInstanceId)?;
-    if let Some(instance) = describe(client, id).await? {
-        check_state(&instance)?;
-        return Ok(report(&instance, false));
-    }
-    create(client, id, &settings.db_name, provisioning).await?;
+    let created = match describe(client, id).await? {
+        Some(instance) => {
+            check_state(&instance)?;
+            if is_ready(&instance) {
+                return Ok(report(&instance, false));
+            }
+            false
+        }
+        None => {
+            create(client, id, &settings.db_name, provisioning).await?;
+            true
+        }
+    };
     let timeout = Duration::from_secs(provisioning.wait_timeout_secs);
     let poll = Duration::from_secs(provisioning.poll_interval_secs);
     let instance = wait_available(client, id, timeout, poll, progress).await?;
-    Ok(report(&instance, true))
+    Ok(report(&instance, created))
+}
+
+/// Whether an instance can be connected to now: `available`, with an
+/// endpoint.
+fn is_ready(instance: &DbInstance) -> bool {
+    instance.db_instance_status() == Some("available")
+        && instance
+            .endpoint()
+            .is_some_and(|endpoint| endpoint.address().is_some())
 }
 
 /// An IAM authentication token for `user` at `endpoint` (valid 15 minutes).

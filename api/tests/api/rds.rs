@@ -27,11 +27,23 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::helpers::test_settings;
 
+/// An instance in `status`; with its endpoint once it is `available`, as
+/// RDS shows it (none while `creating`).
 fn instance(status: &str) -> DbInstance {
-    DbInstance::builder()
+    let builder = DbInstance::builder()
         .db_instance_identifier("notes-db")
-        .db_instance_status(status)
-        .build()
+        .db_instance_status(status);
+    let builder = if status == "available" {
+        builder.endpoint(
+            aws_sdk_rds::types::Endpoint::builder()
+                .address("notes-db.abc123.eu-west-1.rds.amazonaws.com")
+                .port(5432)
+                .build(),
+        )
+    } else {
+        builder
+    };
+    builder.build()
 }
 
 fn described(status: &'static str) -> aws_smithy_mocks::Rule {
@@ -87,6 +99,9 @@ async fn states_that_need_a_person_stop_the_wait_with_their_name() {
         "storage-full",
         "incompatible-parameters",
         "incompatible-network",
+        "insufficient-capacity",
+        "stopped",
+        "deleting",
     ] {
         let rules = [described("creating"), described(status)];
         let client = mock_client!(aws_sdk_rds, RuleMode::Sequential, &rules);
@@ -182,6 +197,90 @@ async fn provisioning_an_existing_instance_changes_nothing() {
     assert!(!report.created);
     assert_eq!(report.status, "available");
     assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn provisioning_again_while_the_instance_is_still_being_created_waits_for_its_endpoint() {
+    // A first run was cancelled while RDS created the instance. Only
+    // describe is mocked: a create call would find no rule and fail.
+    let rules = [
+        described("creating"),
+        described("creating"),
+        described("backing-up"),
+        described("available"),
+    ];
+    let client = mock_client!(aws_sdk_rds, RuleMode::Sequential, &rules);
+    let settings = settings_with("notes-db");
+    let mut provisioning = settings.provisioning().expect("the defaults provision");
+    provisioning.poll_interval_secs = 0;
+    let mut seen = Vec::new();
+
+    let report = rds::provision(&client, &settings.rds, &provisioning, &mut |status| {
+        seen.push(status.to_owned());
+    })
+    .await
+    .expect("reports the instance once it is available");
+
+    assert!(!report.created, "this run created nothing");
+    assert_eq!(report.status, "available");
+    assert_eq!(
+        report.endpoint.map(|endpoint| endpoint.host).as_deref(),
+        Some("notes-db.abc123.eu-west-1.rds.amazonaws.com")
+    );
+    assert_eq!(
+        seen,
+        ["creating", "backing-up", "available"],
+        "the progress a first run shows"
+    );
+}
+
+#[tokio::test]
+async fn only_a_refused_sign_in_counts_as_the_app_role_not_being_ready() {
+    let unreachable = sqlx::ConnectOptions::connect(
+        &"postgres://nobody@127.0.0.1:1/none"
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .expect("parses"),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+
+    assert!(
+        !api::aws::bootstrap::is_sign_in_refused(&unreachable),
+        "an unreachable server is not a refusal: {unreachable}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+#[ignore = "needs a server that checks passwords of password_login members: `cargo xtask test` starts it and runs this"]
+async fn a_refused_password_counts_as_the_app_role_not_being_ready(pool: PgPool) {
+    let role = format!("refused_{}", std::process::id());
+    for statement in [
+        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'right' IN ROLE password_login"),
+    ] {
+        sqlx::query(&statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+
+    let refused = sqlx::ConnectOptions::connect(
+        &(*pool.connect_options())
+            .clone()
+            .username(&role)
+            .password("wrong"),
+    )
+    .await
+    .expect_err("a wrong password is refused");
+
+    assert!(
+        api::aws::bootstrap::is_sign_in_refused(&refused),
+        "{refused}"
+    );
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .ok();
 }
 
 // ---- against moto ----
@@ -477,12 +576,34 @@ async fn bootstrap_as_an_rds_master_creates_the_app_role_and_its_schema_once(poo
     )));
     settings.rds.app_user = SqlIdentifier::try_from(role.clone()).expect("a plain role name");
 
-    let first = api::aws::bootstrap::run(&settings)
-        .await
-        .expect("bootstraps");
+    // Every instance of a new environment bootstraps at once.
+    let at_once: Vec<_> = (0..3)
+        .map(|_| {
+            let settings = settings.clone();
+            tokio::spawn(async move { api::aws::bootstrap::run(&settings).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for run in at_once {
+        outcomes.push(
+            run.await
+                .expect("joins")
+                .expect("every instance bootstraps without error"),
+        );
+    }
     let second = api::aws::bootstrap::run(&settings)
         .await
         .expect("bootstraps again");
+    let created: Vec<_> = outcomes
+        .iter()
+        .filter(|outcome| outcome.created_role)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "one of them created the role: {outcomes:?}"
+    );
+    let first = created[0].clone();
 
     assert_eq!(
         first,

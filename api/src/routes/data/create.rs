@@ -31,7 +31,7 @@ pub const BODY_LIMIT: usize = 16 * 1024;
         (status = 413, description = "The body is larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not declared as `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Fields missing, unknown or breaking the rules; `errors` lists each", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes from this client address (on Elastic Beanstalk, from the platform's nginx: 10 a second, bursts of 20, per instance); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "Too many requests from this client address (on Elastic Beanstalk, from the platform's nginx, per instance: 10 writes a second, bursts of 20, and 32 requests at once); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
         (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
