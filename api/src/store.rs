@@ -37,7 +37,7 @@ use sqlx::Connection as _;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 
-pub use batch::{Batched, MAX_BATCH};
+pub use batch::{Batched, MAX_BATCH, Receipt, Recovered};
 
 use crate::config::DatabaseSettings;
 
@@ -266,18 +266,20 @@ impl Store {
                 })
             })
             .connect_lazy_with(with_timeouts(options, timeouts));
+        let core = Arc::new(Core {
+            pool,
+            acquire_timeout: settings.acquire_timeout_secs.get(),
+            statement_limit: timeouts.statement + STATEMENT_GRACE,
+            queue_capacity: settings.queue_capacity.get(),
+            timeouts,
+            connections: settings.max_connections.get(),
+            losses,
+            counts: Counts::default(),
+            refused: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(prune_receipts(Arc::downgrade(&core)));
         Store {
-            core: Arc::new(Core {
-                pool,
-                acquire_timeout: settings.acquire_timeout_secs.get(),
-                statement_limit: timeouts.statement + STATEMENT_GRACE,
-                queue_capacity: settings.queue_capacity.get(),
-                timeouts,
-                connections: settings.max_connections.get(),
-                losses,
-                counts: Counts::default(),
-                refused: tokio::sync::Notify::new(),
-            }),
+            core,
             batchers: Arc::default(),
         }
     }
@@ -345,6 +347,12 @@ impl Store {
     /// Requests waiting for a connection right now, of every kind.
     pub fn waiting(&self) -> usize {
         self.batchers.waiting()
+    }
+
+    /// Connections open now, and of them idle in the pool (not in use, not
+    /// being checked or given back).
+    pub fn connections(&self) -> (u32, usize) {
+        (self.core.pool.size(), self.core.pool.num_idle())
     }
 
     /// Statements run and requests served so far.
@@ -418,6 +426,51 @@ impl Core {
         self.counts
             .requests
             .fetch_add(requests as u64, Ordering::Relaxed);
+    }
+}
+
+/// How long a write's receipt is kept: far longer than any statement runs.
+const RECEIPTS_KEPT: Duration = Duration::from_secs(15 * 60);
+
+/// How often old receipts are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// Removes receipts older than [`RECEIPTS_KEPT`] every [`PRUNE_EVERY`],
+/// until the store is gone. A `DELETE` by age on an index of its own: no
+/// write waits for it.
+async fn prune_receipts(core: std::sync::Weak<Core>) {
+    let mut ticks = tokio::time::interval(PRUNE_EVERY);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let deadline = Instant::now() + core.acquire_timeout;
+        let pruned = match core.acquire(deadline).await {
+            Ok(mut connection) => {
+                let deleted = core
+                    .bounded(
+                        sqlx::query(
+                            "DELETE FROM store_receipts WHERE created_at < now() - make_interval(secs => $1)",
+                        )
+                        .bind(RECEIPTS_KEPT.as_secs_f64())
+                        .execute(&mut *connection),
+                    )
+                    .await;
+                drop(core.keep(connection, deleted.as_ref().err()));
+                deleted
+                    .map(|done| done.rows_affected())
+                    .map_err(StoreError::from)
+            }
+            Err(error) => Err(error),
+        };
+        match pruned {
+            Ok(rows) => tracing::debug!(rows, "pruned the store's old receipts"),
+            Err(error) => {
+                tracing::debug!(%error, "pruning the store's receipts failed; trying again later")
+            }
+        }
     }
 }
 

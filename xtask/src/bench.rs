@@ -286,7 +286,7 @@ fn measure(
             .cluster
             .query(
                 DATABASE,
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ~* '^\\s*(INSERT INTO data|SELECT id, notes)'",
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ~* '^\\s*(INSERT INTO data|WITH inserted|SELECT id, notes)'",
             )?
             .trim()
             .parse()

@@ -30,22 +30,69 @@ pub const MAX_BATCH: usize = 512;
 /// The store keeps the rules around it: a batch that fails on one
 /// request's data (SQLSTATE class 22 or 23) is halved until that request
 /// is alone, so its batch-mates are served; a batch whose connection is
-/// lost is sent again on a fresh one only when [`Batched::RESEND`] says it
-/// may be.
+/// lost is sent again on a fresh one when [`Batched::RESEND`] says it may
+/// be (reads). A write is never sent twice blindly: when the server closed
+/// the connection (it restarted, say) the store asks
+/// [`Batched::recover`] whether the batch committed, by the [`Receipt`] the
+/// write recorded with its rows, and sends it again only if it did not.
 pub trait Batched: Send + Sync + Sized + 'static {
     /// What one request gets back.
     type Reply: Send + 'static;
 
-    /// Whether a batch may be sent a second time when its connection was
-    /// lost: true for reads; never for writes, whose outcome is then
-    /// unknown.
+    /// Whether a batch may be sent a second time, unasked, when its
+    /// connection was lost: true for reads; false for writes.
     const RESEND: bool;
 
-    /// Runs the statement for `batch`: one reply per request, in order.
+    /// Runs the statement for `batch`: one reply per request, in order. A
+    /// write records `receipt` in the same statement, a data-modifying
+    /// `WITH` around its insert: `receipt AS (INSERT INTO store_receipts
+    /// (token, ids) SELECT $n::uuid, array_agg(id) FROM inserted)`; a read
+    /// ignores it.
     fn run(
         connection: &mut PgConnection,
         batch: &[Self],
+        receipt: &Receipt,
     ) -> impl Future<Output = Result<Vec<Self::Reply>, sqlx::Error>> + Send;
+
+    /// After the server closed the connection under `run`: the batch's
+    /// replies if it committed (its `receipt` is there), or that it did not.
+    /// The default knows nothing: the batch fails with the error.
+    fn recover(
+        connection: &mut PgConnection,
+        batch: &[Self],
+        receipt: &Receipt,
+    ) -> impl Future<Output = Result<Recovered<Self::Reply>, sqlx::Error>> + Send {
+        let _ = (connection, batch, receipt);
+        async { Ok(Recovered::Unknown) }
+    }
+}
+
+/// What [`Batched::recover`] found.
+#[derive(Debug)]
+pub enum Recovered<R> {
+    /// The batch committed: these are its replies.
+    Committed(Vec<R>),
+    /// It did not: it may be sent again.
+    NotCommitted,
+    /// No way to tell.
+    Unknown,
+}
+
+/// A token a write records with its rows (table `store_receipts`, one row
+/// per batch, with the ids it stored), so the store can tell afterwards
+/// whether the batch committed. Kept a quarter of an hour.
+#[derive(Debug, Clone)]
+pub struct Receipt(String);
+
+impl Receipt {
+    fn new() -> Receipt {
+        Receipt(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The token, to bind as text.
+    pub fn token(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A request's claim: taken by a task, or given up by its handler first.
@@ -288,22 +335,72 @@ async fn run<B: Batched>(
             Some(open) => open,
             None => core.acquire(deadline).await?,
         };
-        let outcome = core.bounded(B::run(&mut open, batch)).await;
+        let receipt = Receipt::new();
+        let outcome = core.bounded(B::run(&mut open, batch, &receipt)).await;
         core.count(batch.len());
         let lost = outcome.as_ref().err().is_some_and(is_connection_lost);
         *connection = core.keep(open, outcome.as_ref().err());
-        match outcome {
-            Ok(replies) if replies.len() == batch.len() => return Ok(replies),
-            Ok(replies) => {
-                return Err(StoreError::Failed(Arc::new(sqlx::Error::Protocol(
-                    format!("{} requests got {} replies", batch.len(), replies.len()),
-                ))));
-            }
-            Err(error) if lost && B::RESEND && !resent => {
-                tracing::warn!(%error, "a database connection was lost; sending the statement again on a fresh one");
-                resent = true;
-            }
+        let error = match outcome {
+            Ok(replies) => return lined_up(batch, replies),
+            Err(error) if lost && !resent => error,
             Err(error) => return Err(error.into()),
+        };
+        resent = true;
+        if B::RESEND {
+            tracing::warn!(%error, "a database connection was lost; sending the statement again on a fresh one");
+            continue;
         }
+        if !is_closed_by_server(&error) {
+            // The statement may still run on the server: nothing to ask yet.
+            return Err(error.into());
+        }
+        let mut fresh = core.acquire(deadline).await?;
+        let recovered = core.bounded(B::recover(&mut fresh, batch, &receipt)).await;
+        *connection = core.keep(fresh, recovered.as_ref().err());
+        match recovered {
+            Ok(Recovered::Committed(replies)) => {
+                tracing::info!(%error, "a database connection was lost after a write committed; answering from its receipt");
+                return lined_up(batch, replies);
+            }
+            Ok(Recovered::NotCommitted) => {
+                tracing::warn!(%error, "a database connection was lost before a write committed; sending it again on a fresh one");
+            }
+            Ok(Recovered::Unknown) => return Err(error.into()),
+            Err(lookup) => {
+                tracing::warn!(error = %lookup, "looking up a lost write's receipt failed");
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+/// `replies`, when there is one for each request of `batch`.
+fn lined_up<B: Batched>(batch: &[B], replies: Vec<B::Reply>) -> Result<Vec<B::Reply>, StoreError> {
+    if replies.len() == batch.len() {
+        return Ok(replies);
+    }
+    Err(StoreError::Failed(Arc::new(sqlx::Error::Protocol(
+        format!("{} requests got {} replies", batch.len(), replies.len()),
+    ))))
+}
+
+/// Whether the server itself ended the connection: it said it is
+/// terminating (SQLSTATE 57P01 to 57P03), or closed or reset the socket.
+/// Its backend is gone then, and with it any statement in flight, which
+/// committed or never will. A timeout proves nothing of the kind.
+fn is_closed_by_server(error: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "57P01" | "57P02" | "57P03")),
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+        ),
+        _ => false,
     }
 }

@@ -4,6 +4,7 @@
 //! while keeping connections open (packets dropped: the database no longer
 //! answers, nothing is refused).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub(crate) struct Chaos {
     mode: watch::Sender<Mode>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
+    /// Set: the next answer from the server is swallowed and its client's
+    /// connection closed (the statement ran; the client never hears).
+    cut_next: Arc<AtomicBool>,
 }
 
 impl Chaos {
@@ -42,8 +46,10 @@ impl Chaos {
         let port = listener.local_addr().expect("an address").port();
         let (mode, watching) = watch::channel(Mode::Forward);
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let cut_next = Arc::new(AtomicBool::new(false));
         let accept = {
             let connections = Arc::clone(&connections);
+            let cut_next = Arc::clone(&cut_next);
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -55,6 +61,7 @@ impl Chaos {
                     }
                     let target = target.clone();
                     let watching = watching.clone();
+                    let cut_next = Arc::clone(&cut_next);
                     let task = tokio::spawn(async move {
                         if let Ok(server) = TcpStream::connect(&target).await {
                             let _ = client.set_nodelay(true);
@@ -62,8 +69,8 @@ impl Chaos {
                             let (client_read, client_write) = client.into_split();
                             let (server_read, server_write) = server.into_split();
                             tokio::select! {
-                                () = pump(client_read, server_write, watching.clone()) => {},
-                                () = pump(server_read, client_write, watching) => {},
+                                () = pump(client_read, server_write, watching.clone(), None) => {},
+                                () = pump(server_read, client_write, watching, Some(cut_next)) => {},
                             }
                         }
                     });
@@ -80,7 +87,15 @@ impl Chaos {
             mode,
             connections,
             accept,
+            cut_next,
         }
+    }
+
+    /// The next answer the server sends, on any connection, is swallowed
+    /// and that connection closed, as when the network or the server goes
+    /// away after a statement ran but before its answer arrived.
+    pub(crate) fn cut_next_answer(&self) {
+        self.cut_next.store(true, Ordering::SeqCst);
     }
 
     /// `options` pointed at the proxy.
@@ -122,11 +137,14 @@ impl Drop for Chaos {
     }
 }
 
-/// Copies one direction, holding everything back while in `Drop` mode.
+/// Copies one direction, holding everything back while in `Drop` mode;
+/// answers (server to client) carry `cut`, which ends the connection
+/// instead of passing the next answer on.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
+    cut: Option<Arc<AtomicBool>>,
 ) {
     let mut buffer = vec![0_u8; 16 * 1024];
     loop {
@@ -134,6 +152,12 @@ async fn pump(
             return;
         };
         if read == 0 {
+            return;
+        }
+        if cut
+            .as_ref()
+            .is_some_and(|cut| cut.swap(false, Ordering::SeqCst))
+        {
             return;
         }
         while *mode.borrow() == Mode::Drop {

@@ -471,7 +471,7 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
     for statement in [
         "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
         format!("CREATE ROLE {role} LOGIN PASSWORD 'first' IN ROLE password_login"),
-        format!("GRANT SELECT, INSERT ON data TO {role}"),
+        format!("GRANT SELECT, INSERT ON data, store_receipts TO {role}"),
     ] {
         sqlx::query(&statement)
             .execute(&pool)
@@ -783,4 +783,109 @@ async fn refused_credentials_are_renewed_at_once_not_on_the_clock(pool: PgPool) 
         .execute(&pool)
         .await
         .ok();
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn writes_right_after_a_restart_quicker_than_the_validation_window_all_succeed_once(
+    pool: PgPool,
+) {
+    let chaos = Chaos::start(&pool.connect_options()).await;
+    let mut settings = test_settings();
+    settings.database.max_connections = Count::try_from(4).expect("not zero");
+    let app = TestApp::over(chaos.options(named(&pool, "quick")), pool.clone(), settings);
+    let warm: Vec<_> = (0..32)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { app.store(&format!("warm {i}"), "hi").await })
+        })
+        .collect();
+    for write in warm {
+        write.await.expect("warm-up writes succeed");
+    }
+    until(
+        "every connection is back in the pool",
+        Duration::from_secs(5),
+        async || {
+            let (open, idle) = app.store.connections();
+            open >= 1 && idle == open as usize
+        },
+    )
+    .await;
+
+    // Down for 100 ms: the pooled connections are dead, but idle for less
+    // than the validation window, so nothing checks them before use.
+    chaos.restart(Duration::from_millis(100)).await;
+    let burst: Vec<_> = (0..40)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let notes = format!("after the restart {i}");
+                let response = app
+                    .post_data(json!({ "notes": notes, "greeting": "hi" }).to_string())
+                    .await;
+                (
+                    notes,
+                    response.status,
+                    String::from_utf8_lossy(&response.body).into_owned(),
+                )
+            })
+        })
+        .collect();
+
+    for write in burst {
+        let (notes, status, body) = write.await.expect("joins");
+        assert_eq!(status, StatusCode::CREATED, "{notes}: {body}");
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM data WHERE notes = $1")
+            .bind(&notes)
+            .fetch_one(&pool)
+            .await
+            .expect("counts");
+        assert_eq!(stored, 1, "{notes} is stored exactly once");
+    }
+}
+
+#[sqlx::test(migrator = "api::db::MIGRATOR")]
+async fn a_write_whose_answer_is_lost_after_it_committed_is_answered_from_its_receipt(
+    pool: PgPool,
+) {
+    let chaos = Chaos::start(&pool.connect_options()).await;
+    let mut settings = test_settings();
+    settings.database.max_connections = Count::try_from(1).expect("not zero");
+    let app = TestApp::over(
+        chaos.options(named(&pool, "receipt")),
+        pool.clone(),
+        settings,
+    );
+    app.store("before", "hi").await;
+    // The connection is back in the pool (its return sends a ping): the
+    // next answer is the insert's.
+    until(
+        "the connection is back in the pool",
+        Duration::from_secs(5),
+        async || app.store.connections() == (1, 1),
+    )
+    .await;
+
+    chaos.cut_next_answer();
+    let response = app
+        .post_data(json!({ "notes": "answer lost", "greeting": "hi" }).to_string())
+        .await;
+
+    assert_eq!(
+        response.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let record = response.json();
+    let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM data WHERE notes = 'answer lost'")
+        .fetch_all(&pool)
+        .await
+        .expect("reads");
+    assert_eq!(stored.len(), 1, "stored once, not sent again: {stored:?}");
+    assert_eq!(
+        record["id"].as_i64(),
+        Some(stored[0]),
+        "the answer is the stored row"
+    );
 }

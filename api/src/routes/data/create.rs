@@ -12,7 +12,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::Batched;
+use crate::store::{Batched, Receipt, Recovered};
 
 /// Largest accepted `POST /data` body, in bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -54,54 +54,99 @@ pub async fn create_data(
 
 /// One entry to store. A batch is one multi-row `INSERT … SELECT … FROM
 /// UNNEST`: each request gets exactly its own row, and ids follow the
-/// order the requests arrived in.
+/// order the requests arrived in. It records a receipt with its rows, so a
+/// batch whose connection the server closed is answered from what it
+/// stored, or sent again when it stored nothing.
 #[derive(Debug)]
 pub struct InsertEntry(pub NewData);
 
 impl Batched for InsertEntry {
     type Reply = DataRecord;
 
-    /// Once sent, a lost connection leaves the outcome unknown: never sent
-    /// twice.
+    /// Never sent again unasked: only when its receipt says it did not
+    /// commit.
     const RESEND: bool = false;
 
     async fn run(
         connection: &mut PgConnection,
         batch: &[InsertEntry],
+        receipt: &Receipt,
     ) -> Result<Vec<DataRecord>, sqlx::Error> {
         let (notes, greetings): (Vec<&str>, Vec<&str>) = batch
             .iter()
             .map(|InsertEntry(entry)| (entry.notes(), entry.greeting()))
             .unzip();
-        let mut records = sqlx::query_as!(
+        let records = sqlx::query_as!(
             DataRecord,
-            "INSERT INTO data (notes, greeting)
-             SELECT entry.notes, entry.greeting
-             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS entry(notes, greeting, position)
-             ORDER BY entry.position
-             RETURNING id, notes, greeting, created_at",
+            r#"WITH inserted AS (
+                 INSERT INTO data (notes, greeting)
+                 SELECT entry.notes, entry.greeting
+                 FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS entry(notes, greeting, position)
+                 ORDER BY entry.position
+                 RETURNING id, notes, greeting, created_at
+               ), receipt AS (
+                 INSERT INTO store_receipts (token, ids)
+                 SELECT $3::text::uuid, array_agg(id) FROM inserted
+               )
+               SELECT id AS "id!", notes AS "notes!", greeting AS "greeting!",
+                      created_at AS "created_at!"
+               FROM inserted"#,
             &notes[..] as &[&str],
             &greetings[..] as &[&str],
+            receipt.token(),
         )
         .fetch_all(connection)
         .await?;
-        // Identity values are drawn in the order rows are inserted, which
-        // `ORDER BY position` fixes: sorted by id, the records line up with
-        // the requests.
-        records.sort_unstable_by_key(|record| record.id);
-        let lined_up = records.len() == batch.len()
-            && records.iter().zip(notes.iter().zip(&greetings)).all(
-                |(record, (notes, greeting))| {
-                    record.notes == *notes && record.greeting == *greeting
-                },
-            );
-        if !lined_up {
-            return Err(sqlx::Error::Protocol(
-                "the inserted rows did not come back in the order they were sent".to_owned(),
-            ));
-        }
-        Ok(records)
+        in_arrival_order(batch, records)
     }
+
+    async fn recover(
+        connection: &mut PgConnection,
+        batch: &[InsertEntry],
+        receipt: &Receipt,
+    ) -> Result<Recovered<DataRecord>, sqlx::Error> {
+        let ids: Option<Vec<i64>> = sqlx::query_scalar!(
+            "SELECT ids FROM store_receipts WHERE token = $1::text::uuid",
+            receipt.token(),
+        )
+        .fetch_optional(&mut *connection)
+        .await?;
+        let Some(ids) = ids else {
+            return Ok(Recovered::NotCommitted);
+        };
+        let records = sqlx::query_as!(
+            DataRecord,
+            "SELECT id, notes, greeting, created_at FROM data WHERE id = ANY($1)",
+            &ids[..],
+        )
+        .fetch_all(connection)
+        .await?;
+        in_arrival_order(batch, records).map(Recovered::Committed)
+    }
+}
+
+/// `records`, stored for `batch`, put in the batch's order: identity values
+/// are drawn in the order rows are inserted, which `ORDER BY position`
+/// fixes, so sorted by id they line up with the requests. Checked, entry
+/// by entry.
+fn in_arrival_order(
+    batch: &[InsertEntry],
+    mut records: Vec<DataRecord>,
+) -> Result<Vec<DataRecord>, sqlx::Error> {
+    records.sort_unstable_by_key(|record| record.id);
+    let lined_up = records.len() == batch.len()
+        && records
+            .iter()
+            .zip(batch)
+            .all(|(record, InsertEntry(entry))| {
+                record.notes == entry.notes() && record.greeting == entry.greeting()
+            });
+    if !lined_up {
+        return Err(sqlx::Error::Protocol(
+            "the inserted rows did not come back in the order they were sent".to_owned(),
+        ));
+    }
+    Ok(records)
 }
 
 /// The body of `POST /data`, checked: declared as JSON, within the size

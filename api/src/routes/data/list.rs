@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{Batched, Store, StoreError};
+use crate::store::{Batched, Receipt, Store, StoreError};
 
 /// Query parameters of `GET /data`.
 #[derive(Debug, IntoParams)]
@@ -178,6 +178,7 @@ impl Batched for NewestEntries {
     async fn run(
         connection: &mut PgConnection,
         batch: &[NewestEntries],
+        _: &Receipt,
     ) -> Result<Vec<Listing>, sqlx::Error> {
         let largest = batch.iter().map(|NewestEntries(n)| *n).max().unwrap_or(1);
         // One more than asked for: its presence says older entries exist.

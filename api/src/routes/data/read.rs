@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::Batched;
+use crate::store::{Batched, Receipt};
 
 /// Returns one stored entry: where `POST /data`'s `Location` points.
 #[utoipa::path(
@@ -52,6 +52,7 @@ impl Batched for EntryById {
     async fn run(
         connection: &mut PgConnection,
         batch: &[EntryById],
+        _: &Receipt,
     ) -> Result<Vec<Option<DataRecord>>, sqlx::Error> {
         let mut ids: Vec<i64> = batch.iter().map(|EntryById(id)| *id).collect();
         ids.sort_unstable();
