@@ -609,7 +609,8 @@ fn write_limit(environment: &Environment<'_>) -> anyhow::Result<serde_json::Valu
     );
     ensure!(
         polite_statuses.iter().all(|&status| status == 201),
-        "a client writing a few times a second from {polite} was refused while {flood} flooded:          {polite_statuses:?} (the limit must be per client address, not shared)"
+        "a client writing a few times a second from {polite} was refused while {flood} flooded: \
+         {polite_statuses:?} (the limit must be per client address, not shared)"
     );
     status(&format!(
         "{flood}: {} writes in a row, {stored} stored, {} answered 429 with Retry-After; \
