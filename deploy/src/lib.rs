@@ -6,13 +6,16 @@
 //! with processing (Elastic Beanstalk validates `.ebextensions`), create the
 //! environment on the first run or update it, wait until it is Ready **and**
 //! Green on the new version, smoke-test its URL, and on a failure after an
-//! update redeploy the previous version and fail.
+//! update redeploy the previous version and fail. Then, [`afterwards`]: the
+//! master secret taken away from the instances, the web ACL kept on the
+//! load balancer.
 //!
 //! The program provisions with [`provision`]; a [`Deployer`](deployer::Deployer)
 //! runs the rest over [`upload`] (S3), [`eb`] (Elastic Beanstalk) and
 //! [`smoke`] (the smoke test), for a [`target`] with a [`timing`], on the
 //! AWS clients that [`clients`] configures.
 
+pub mod afterwards;
 pub mod clients;
 pub mod deployer;
 pub mod eb;

@@ -71,6 +71,16 @@ struct Cli {
     /// How long a Ready environment may stay short of Green, in seconds.
     #[arg(long, default_value_t = 300)]
     green_grace_secs: u64,
+
+    /// The instance role (infra/app.yaml's InstanceRoleName output): once a
+    /// deploy is Green, it is tagged so that no instance may read the RDS
+    /// master secret any more (bootstrap is done).
+    #[arg(long, env = "DEPLOY_INSTANCE_ROLE")]
+    instance_role: Option<String>,
+    /// A web ACL (infra/app.yaml's WebAclArn output) to keep associated with
+    /// the environment's load balancer.
+    #[arg(long, env = "DEPLOY_WEB_ACL_ARN")]
+    web_acl_arn: Option<String>,
 }
 
 impl Cli {
@@ -168,7 +178,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         deployed.version_label,
         deployed.url
     ));
+    afterwards(&cli, &target, &deployer).await?;
     report_to_github(&deployed)?;
+    Ok(())
+}
+
+/// Once the environment is Green on the new version: the master secret
+/// taken away from the instances, the web ACL kept on the load balancer.
+async fn afterwards(cli: &Cli, target: &Target, deployer: &Deployer) -> anyhow::Result<()> {
+    // A workflow passes unset variables as empty strings.
+    let given = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+    let (instance_role, web_acl_arn) = (given(&cli.instance_role), given(&cli.web_acl_arn));
+    if instance_role.is_none() && web_acl_arn.is_none() {
+        return Ok(());
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    if let Some(role) = &instance_role {
+        let iam = aws_sdk_iam::Client::new(&config);
+        deploy::afterwards::withdraw_master_secret(&iam, role, &deployer.progress).await?;
+    }
+    if let Some(web_acl) = &web_acl_arn {
+        let waf = aws_sdk_wafv2::Client::new(&config);
+        deploy::afterwards::keep_web_acl(&deployer.eb, &waf, target, web_acl, &deployer.progress)
+            .await?;
+    }
     Ok(())
 }
 
