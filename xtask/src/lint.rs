@@ -102,6 +102,8 @@ spec = yaml.safe_load(open("buildspec.yml"))
 assert spec["version"] == 0.2, "version must be 0.2"
 commands = spec["phases"]["build"]["commands"]
 assert any("cargo xtask bundle" in c for c in commands), "the build phase must run cargo xtask bundle"
+assert not any("db provision" in c for p in spec["phases"] for c in spec["phases"][p].get("commands", [])), \
+    "the build holds no AWS right: provisioning is infra/pipeline.yaml's ProvisionProject"
 assert spec["artifacts"]["base-directory"], "the artifact must be the bundle's contents"
 print("buildspec.yml: version 0.2, %d build commands, artifact from %s" % (len(commands), spec["artifacts"]["base-directory"]))
 "#;
