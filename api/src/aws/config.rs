@@ -9,14 +9,15 @@ use figment::providers::Serialized;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Settings, SqlIdentifier, config_error, refusal, source_of};
+use crate::config::errors::{ConfigError, config_error, refusal, source_of};
+use crate::config::values::SqlIdentifier;
 
 /// The defaults of the `rds.*` keys, a layer of their own.
 pub(crate) const DEFAULTS: &str = include_str!("../../config/aws.toml");
 
 /// `rds.*` keys. The keys that only `api db provision` reads (how to create
 /// the instance) are held unread: a mistake in one stops provisioning,
-/// never the service ([`Settings::provisioning`]).
+/// never the service ([`RdsSettings::provisioning`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RdsSettings {
     /// DB instance identifier; unset, nothing is looked up in RDS.
@@ -36,7 +37,7 @@ pub struct RdsSettings {
     pub auth: DatabaseAuth,
     /// Password for `auth = "password"` (secret).
     pub password: Option<SecretString>,
-    /// Every other `rds.*` key, as given: read by `Settings::provisioning`.
+    /// Every other `rds.*` key, as given: read by [`RdsSettings::provisioning`].
     #[serde(flatten)]
     provisioning_keys: BTreeMap<String, figment::value::Value>,
 }
@@ -113,14 +114,14 @@ pub struct ProvisionSettings {
     pub poll_interval_secs: u64,
 }
 
-impl Settings {
-    /// The keys only `api db provision` reads, checked now: unknown keys,
+impl RdsSettings {
+    /// The keys only `api db provision` reads, checked now against
+    /// `sources`, the layers the settings were read from: unknown keys,
     /// malformed values and the storage rule are refused here, naming the
     /// key and where it was set, and nowhere else.
-    pub fn provisioning(&self) -> Result<ProvisionSettings, ConfigError> {
-        let sources = self.sources();
+    pub(crate) fn provisioning(&self, sources: &Figment) -> Result<ProvisionSettings, ConfigError> {
         let provisioning: ProvisionSettings =
-            Figment::from(Serialized::defaults(&self.rds.provisioning_keys))
+            Figment::from(Serialized::defaults(&self.provisioning_keys))
                 .extract()
                 .map_err(|errors| config_error(errors, sources, "rds"))?;
         if i64::from(provisioning.max_storage_gib) * 10 < i64::from(provisioning.storage_gib) * 11 {
