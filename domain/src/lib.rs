@@ -331,6 +331,15 @@ pub struct DataList {
     pub next_before: Option<i64>,
 }
 
+/// `text` as a number when it is only plain decimal digits (no sign, no
+/// spaces, no fraction) that fit in `N`.
+fn plain_number<N: std::str::FromStr>(text: &str) -> Option<N> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// An entry id as a `before` cursor: a positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor(i64);
@@ -338,12 +347,8 @@ pub struct Cursor(i64);
 impl Cursor {
     /// Parses the text of the `before` query parameter.
     pub fn parse(text: &str) -> Result<Cursor, CursorError> {
-        // Only plain decimal digits: no sign, no spaces, no fraction.
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(CursorError);
-        }
-        match text.parse::<i64>() {
-            Ok(id) if id >= 1 => Ok(Cursor(id)),
+        match plain_number::<i64>(text) {
+            Some(id) if id >= 1 => Ok(Cursor(id)),
             _ => Err(CursorError),
         }
     }
@@ -371,12 +376,8 @@ pub struct ListLimit(u32);
 impl ListLimit {
     /// Parses the text of the `n` query parameter.
     pub fn parse(text: &str) -> Result<ListLimit, LimitError> {
-        // Only plain decimal digits: no sign, no spaces, no fraction.
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(LimitError);
-        }
-        match text.parse::<u32>() {
-            Ok(n) if (MIN_LIMIT..=MAX_LIMIT).contains(&n) => Ok(ListLimit(n)),
+        match plain_number::<u32>(text) {
+            Some(n) if (MIN_LIMIT..=MAX_LIMIT).contains(&n) => Ok(ListLimit(n)),
             _ => Err(LimitError),
         }
     }

@@ -663,17 +663,8 @@ fn send_from_as(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<Reply> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
-    send_over_with(
-        socket.into(),
-        method,
-        path,
-        &[("x-forwarded-for", pretend)],
-        body,
-    )
+    let headers = [("x-forwarded-for", pretend)];
+    send_over_with(connect_from(source, port)?, method, path, &headers, body)
 }
 
 /// One request to the load balancer, sent from `source`.
@@ -684,11 +675,16 @@ fn send_from(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<Reply> {
+    send_over(connect_from(source, port)?, method, path, body)
+}
+
+/// A connection to the load balancer's `port` from the address `source`.
+fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<std::net::TcpStream> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
-    send_over(socket.into(), method, path, body)
+    Ok(socket.into())
 }
 
 /// Requests the load balancer has sent to `id`.

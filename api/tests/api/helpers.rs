@@ -21,6 +21,25 @@ pub(crate) fn test_settings() -> Settings {
     Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("test settings load")
 }
 
+/// Creates `role`, signing in with `password`, a member of
+/// `password_login` (whose members the test server asks for a password:
+/// `cargo xtask test` configures that), with `grants` (`SELECT ON data`, …)
+/// given to it.
+pub(crate) async fn password_role(pool: &PgPool, role: &str, password: &str, grants: &[&str]) {
+    let statements = [
+        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE password_login"),
+    ]
+    .into_iter()
+    .chain(grants.iter().map(|grant| format!("GRANT {grant} TO {role}")));
+    for statement in statements {
+        sqlx::query(&statement)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+}
+
 /// Logs to the terminal only when `TEST_LOG` is set.
 pub(crate) fn init_logs() {
     static ONCE: Once = Once::new();

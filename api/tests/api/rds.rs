@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::test_settings;
+use crate::helpers::{password_role, test_settings};
 
 /// An instance in `status`; with its endpoint once it is `available`, as
 /// RDS shows it (none while `creating`).
@@ -254,15 +254,7 @@ async fn only_a_refused_sign_in_counts_as_the_app_role_not_being_ready() {
 #[ignore = "needs a server that checks passwords of password_login members: `cargo xtask test` starts it and runs this"]
 async fn a_refused_password_counts_as_the_app_role_not_being_ready(pool: PgPool) {
     let role = format!("refused_{}", std::process::id());
-    for statement in [
-        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
-        format!("CREATE ROLE {role} LOGIN PASSWORD 'right' IN ROLE password_login"),
-    ] {
-        sqlx::query(&statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    }
+    password_role(&pool, &role, "right", &[]).await;
 
     let refused = sqlx::ConnectOptions::connect(
         &(*pool.connect_options())

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::chaos::{Chaos, Mode};
-use crate::helpers::{TestApp, test_settings};
+use crate::helpers::{TestApp, password_role, test_settings};
 
 /// The test profile's database settings with `connections` connections,
 /// a 2 s acquire timeout and room for 2048 waiting requests.
@@ -468,16 +468,13 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
     // members of password_login (cargo xtask test configures that).
     let suffix = std::process::id();
     let role = format!("rotating_{suffix}");
-    for statement in [
-        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
-        format!("CREATE ROLE {role} LOGIN PASSWORD 'first' IN ROLE password_login"),
-        format!("GRANT SELECT, INSERT ON data, store_receipts TO {role}"),
-    ] {
-        sqlx::query(&statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    }
+    password_role(
+        &pool,
+        &role,
+        "first",
+        &["SELECT, INSERT ON data, store_receipts"],
+    )
+    .await;
     let options = named(&pool, "rotating").username(&role);
     assert!(
         sqlx::ConnectOptions::connect(&options.clone().password("wrong"))
@@ -740,16 +737,7 @@ async fn no_debug_output_holds_the_password(pool: PgPool) {
 #[ignore = "needs a server that checks passwords of password_login members: `cargo xtask test` starts it and runs this"]
 async fn refused_credentials_are_renewed_at_once_not_on_the_clock(pool: PgPool) {
     let role = format!("expiring_{}", std::process::id());
-    for statement in [
-        "DO $$ BEGIN CREATE ROLE password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$".to_owned(),
-        format!("CREATE ROLE {role} LOGIN PASSWORD 'current' IN ROLE password_login"),
-        format!("GRANT SELECT ON data TO {role}"),
-    ] {
-        sqlx::query(&statement)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    }
+    password_role(&pool, &role, "current", &["SELECT ON data"]).await;
     let options = named(&pool, "expiring").username(&role);
     // The store starts with a password that has expired, as an IAM token
     // does after 15 minutes; the clock would renew it only in an hour.
