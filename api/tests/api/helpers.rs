@@ -40,6 +40,15 @@ pub(crate) async fn password_role(pool: &PgPool, role: &str, password: &str, gra
     }
 }
 
+/// Drops a role [`password_role`] made, with what it owns; a failure is
+/// ignored (the test's own database goes with it anyway).
+pub(crate) async fn drop_role(pool: &PgPool, role: &str) {
+    sqlx::query(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .execute(pool)
+        .await
+        .ok();
+}
+
 /// Logs to the terminal only when `TEST_LOG` is set.
 pub(crate) fn init_logs() {
     static ONCE: Once = Once::new();

@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::{password_role, test_settings};
+use crate::helpers::{drop_role, password_role, test_settings};
 
 /// An instance in `status`; with its endpoint once it is `available`, as
 /// RDS shows it (none while `creating`).
@@ -269,10 +269,7 @@ async fn a_refused_password_counts_as_the_app_role_not_being_ready(pool: PgPool)
         api::aws::bootstrap::is_sign_in_refused(&refused),
         "{refused}"
     );
-    sqlx::query(&format!("DROP ROLE {role}"))
-        .execute(&pool)
-        .await
-        .ok();
+    drop_role(&pool, &role).await;
 }
 
 // ---- against moto ----

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::chaos::{Chaos, Mode};
-use crate::helpers::{TestApp, password_role, test_settings};
+use crate::helpers::{TestApp, drop_role, password_role, test_settings};
 
 /// The test profile's database settings with `connections` connections,
 /// a 2 s acquire timeout and room for 2048 waiting requests.
@@ -540,10 +540,7 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
         "the first password no longer works: the store really used the second"
     );
     drop(store);
-    sqlx::query(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
-        .execute(&pool)
-        .await
-        .ok();
+    drop_role(&pool, &role).await;
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
@@ -767,10 +764,7 @@ async fn refused_credentials_are_renewed_at_once_not_on_the_clock(pool: PgPool) 
     assert!(started.elapsed() < Duration::from_secs(11));
     renewer.abort();
     drop(store);
-    sqlx::query(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
-        .execute(&pool)
-        .await
-        .ok();
+    drop_role(&pool, &role).await;
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
