@@ -185,6 +185,53 @@ test('a server failure shows a message and trying again succeeds', async ({ page
   await expect(page.getByRole('alert')).toHaveCount(0);
 });
 
+test('an entry whose answer was lost is stored once when sent again', async ({ page, request }) => {
+  await page.goto('/');
+  const keys = [];
+  let lost = 1;
+  await page.route('**/data', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    keys.push(route.request().headers()['idempotency-key']);
+    if (lost > 0) {
+      lost -= 1;
+      // The server stores the entry; its answer never reaches the page.
+      const answer = await route.fetch();
+      expect(answer.status()).toBe(201);
+      return route.abort('connectionreset');
+    }
+    return route.continue();
+  });
+  const notes = unique('lost answer');
+
+  await page.getByLabel('Notes').fill(notes);
+  await page.getByLabel('Greeting').fill('sent twice');
+  await page.getByRole('button', { name: 'Add entry' }).click();
+  await expect(page.getByRole('alert')).toContainText('could not be reached');
+  page.errors = page.errors.filter((text) => !text.includes('ERR_CONNECTION_RESET'));
+  await page.getByRole('button', { name: 'Try again' }).click();
+
+  await expect(page.getByRole('status')).toContainText(`You added this to the database: ${notes}`);
+  expect(keys).toHaveLength(2);
+  expect(keys[0]).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  expect(keys[1], 'Try again sends the same key').toBe(keys[0]);
+  const listed = await (await request.get('/data?n=100')).json();
+  expect(listed.items.filter((item) => item.notes === notes), 'stored once').toHaveLength(1);
+});
+
+test('each new entry gets a key of its own', async ({ page }) => {
+  await page.goto('/');
+  const keys = [];
+  page.on('request', (sent) => {
+    if (sent.method() === 'POST') keys.push(sent.headers()['idempotency-key']);
+  });
+
+  await addEntry(page, unique('first key'), 'one');
+  await addEntry(page, unique('second key'), 'two');
+
+  expect(keys).toHaveLength(2);
+  expect(keys[0]).not.toBe(keys[1]);
+});
+
 test('a network failure while listing offers a retry', async ({ page }) => {
   await page.goto('/');
   let aborts = 1;

@@ -88,7 +88,7 @@ pub struct ServerSettings {
     pub host: IpAddr,
     /// Port to listen on; `PORT` (set by Elastic Beanstalk) also sets it.
     pub port: u16,
-    /// Longest a request may take, body upload included, before a 408.
+    /// Longest a request may take, body upload included, before a 503.
     pub request_timeout_secs: Seconds,
     /// Longest a client may take to send a request's headers, and so also
     /// longest a kept-alive connection may sit idle; then the connection is

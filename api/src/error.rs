@@ -1,7 +1,8 @@
 //! The API's error type and its `application/problem+json` rendering (RFC 9457).
 //!
 //! Every error response the service sends, whether from a handler, an
-//! extractor, the router (404, 405) or a middleware (408, 413, panics), leaves
+//! extractor, the router (404, 405) or a middleware (a timeout's 503, 413,
+//! panics), leaves
 //! as a problem document. 5xx bodies carry no internals; the cause is logged.
 
 use std::future::Future;
@@ -45,6 +46,23 @@ pub enum ApiError {
     /// Query parameters out of range or malformed.
     #[error("one or more query parameters are invalid")]
     InvalidQuery(Vec<FieldError>),
+    /// The `Idempotency-Key` header is malformed.
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// A request with this `Idempotency-Key` is still being served.
+    #[error(
+        "a request with this Idempotency-Key is still being served; send it again once that one is answered"
+    )]
+    IdempotencyKeyInUse,
+    /// This `Idempotency-Key` was first sent with a different body.
+    #[error(
+        "this Idempotency-Key was first sent with a different entry; use a new key for a new entry"
+    )]
+    IdempotencyKeyReused,
+    /// A write was sent to the database and the connection lost before its
+    /// answer: it may or may not have been stored.
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown(#[source] StoreError),
     /// The database cannot serve now: unreachable, overloaded, refusing
     /// the credentials, or no connection free in time.
     #[error("the database is unavailable")]
@@ -58,12 +76,18 @@ impl ApiError {
     /// The response status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedBody(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedBody(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable(_) | ApiError::OutcomeUnknown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +106,19 @@ impl ApiError {
             ApiError::InvalidFields(_) => ("/problems/invalid-fields", "Invalid fields"),
             ApiError::InvalidQuery(_) => ("/problems/invalid-query", "Invalid query parameters"),
             ApiError::NotFound(_) => ("about:blank", "Not Found"),
+            ApiError::InvalidIdempotencyKey(_) => (
+                "/problems/invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+            ),
+            ApiError::IdempotencyKeyInUse => {
+                ("/problems/idempotency-key-in-use", "Idempotency-Key in use")
+            }
+            ApiError::IdempotencyKeyReused => {
+                ("/problems/idempotency-key-reused", "Idempotency-Key reused")
+            }
+            ApiError::OutcomeUnknown(_) => {
+                ("/problems/write-outcome-unknown", "Write outcome unknown")
+            }
             ApiError::DatabaseUnavailable(_) => {
                 ("/problems/database-unavailable", "Database unavailable")
             }
@@ -91,6 +128,7 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => {
                 "The database cannot be reached right now; try again shortly.".to_owned()
             }
+            ApiError::OutcomeUnknown(_) => OUTCOME_UNKNOWN.to_owned(),
             ApiError::Internal(_) => "The server failed to handle this request.".to_owned(),
             ApiError::InvalidFields(errors) | ApiError::InvalidQuery(errors) => errors
                 .iter()
@@ -113,9 +151,17 @@ impl ApiError {
     }
 }
 
+/// What a client can do about a write whose outcome is unknown.
+const OUTCOME_UNKNOWN: &str = "The connection to the database was lost after the write was sent: it may or may not have been stored. Send it again with the same Idempotency-Key and it is stored exactly once; without a key, look for it with GET /data before sending it again.";
+
+/// What a client can do about a request over the time limit.
+const TIMED_OUT: &str = "The request took longer than the server's time limit. A write may still complete: send it again with the same Idempotency-Key and it is stored exactly once.";
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        if error.is_unavailable() {
+        if matches!(error, StoreError::Unknown(_)) {
+            ApiError::OutcomeUnknown(error)
+        } else if error.is_unavailable() {
             ApiError::DatabaseUnavailable(error)
         } else {
             ApiError::Internal(error)
@@ -129,15 +175,22 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseUnavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
             }
+            ApiError::OutcomeUnknown(cause) => {
+                tracing::warn!(error = %cause, "a write's outcome is unknown");
+            }
             ApiError::Internal(cause) => tracing::error!(error = %cause, "request failed"),
             _ => {}
         }
         let mut response = problem_response(&self.problem());
-        if matches!(self, ApiError::DatabaseUnavailable(_)) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        let retry_after = match self {
+            ApiError::DatabaseUnavailable(_) | ApiError::OutcomeUnknown(_) => RETRY_AFTER_SECS,
+            ApiError::IdempotencyKeyInUse => "1",
+            _ => "",
+        };
+        if !retry_after.is_empty() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
         }
         response
     }
@@ -167,7 +220,7 @@ pub fn plain_problem(status: StatusCode, detail: impl Into<String>) -> Problem {
 }
 
 /// Layer that turns any error response without a problem body (the
-/// router's 404 and 405, the timeout's 408, a caught panic's 500) into one,
+/// router's 404 and 405, the timeout's 503, a caught panic's 500) into one,
 /// keeping its status and headers such as `Allow`. A plain tower service
 /// (no boxed future per request): it wraps every request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -252,13 +305,29 @@ fn as_problem(response: Response, method: &Method, uri: &Uri) -> Response {
     let detail = match status {
         StatusCode::NOT_FOUND => format!("No resource at {}.", uri.path()),
         StatusCode::METHOD_NOT_ALLOWED => format!("{} does not accept {method}.", uri.path()),
-        StatusCode::REQUEST_TIMEOUT => "The request took too long to complete.".to_owned(),
         StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.".to_owned(),
         _ if status.is_server_error() => "The server failed to handle this request.".to_owned(),
         _ => "The request could not be handled.".to_owned(),
     };
     let (mut parts, _) = response.into_parts();
-    let fresh = problem_response(&plain_problem(status, detail));
+    // Every 503 of a handler is a problem already: a bare one is the
+    // request timeout's.
+    let problem = if status == StatusCode::SERVICE_UNAVAILABLE {
+        parts.headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+        Problem {
+            kind: "/problems/timed-out".to_owned(),
+            title: "Request timed out".to_owned(),
+            status: status.as_u16(),
+            detail: Some(TIMED_OUT.to_owned()),
+            errors: Vec::new(),
+        }
+    } else {
+        plain_problem(status, detail)
+    };
+    let fresh = problem_response(&problem);
     // The headers that described the replaced body describe nothing now
     // (a precompressed file's `Content-Encoding: br`, its validators).
     for stale in [

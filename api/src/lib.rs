@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod edge;
 pub mod error;
+pub mod idempotency;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

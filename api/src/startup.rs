@@ -24,10 +24,11 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{CorsSettings, Settings};
 use crate::edge::{EdgeLayer, REQUEST_ID};
+use crate::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::routes::{self, data};
 use crate::state::AppState;
 use crate::store::Store;
-use crate::{db, error, openapi, web};
+use crate::{db, error, idempotency, openapi, web};
 
 /// Where Swagger UI is served.
 const DOCS: &str = "/docs";
@@ -69,8 +70,10 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
                 .layer(error::ProblemForBareErrorsLayer)
                 .option_layer(cors)
                 .layer(CatchPanicLayer::new())
+                // 503, not 408: browsers send a request again by themselves
+                // on a 408, a POST included.
                 .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     timeout,
                 )),
         )
@@ -91,8 +94,13 @@ fn cors_layer(settings: &CorsSettings) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE, REQUEST_ID])
-            .expose_headers([header::LOCATION, REQUEST_ID])
+            .allow_headers([header::CONTENT_TYPE, REQUEST_ID, IDEMPOTENCY_KEY])
+            .expose_headers([
+                header::LOCATION,
+                REQUEST_ID,
+                IDEMPOTENT_REPLAYED,
+                header::RETRY_AFTER,
+            ])
             .max_age(Duration::from_secs(3600)),
     )
 }
@@ -137,6 +145,11 @@ impl Application {
         let grace = settings.server.shutdown_grace();
         let header_read_timeout = settings.server.header_read_timeout();
         let store = Store::connect(options, &settings.database);
+        store.every(
+            idempotency::PRUNE_EVERY,
+            "expired Idempotency-Keys",
+            |store| async move { idempotency::prune(&store).await },
+        );
         let state = AppState::new(store.clone(), &settings.web)?;
         Ok(Application {
             listener,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::WebSettings;
+use crate::idempotency::KeysInFlight;
 use crate::store::Store;
 use crate::web::WebAssets;
 
@@ -20,6 +21,8 @@ pub struct Shared {
     pub store: Store,
     /// The built web client, when `web.dir` holds one.
     pub web: Option<Arc<WebAssets>>,
+    /// The `Idempotency-Key`s whose first request is being served here.
+    pub keys_in_flight: KeysInFlight,
 }
 
 impl std::ops::Deref for AppState {
@@ -43,6 +46,7 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             store,
             web: assets.map(Arc::new),
+            keys_in_flight: KeysInFlight::default(),
         })))
     }
 }

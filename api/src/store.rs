@@ -78,6 +78,10 @@ pub enum StoreError {
     /// timeout).
     #[error("the database is unavailable: {0}")]
     Unavailable(Arc<sqlx::Error>),
+    /// A write was sent and its connection lost before the answer came:
+    /// it may or may not have committed, and nothing could tell which.
+    #[error("a write was sent but its outcome is unknown: {0}")]
+    Unknown(Arc<sqlx::Error>),
     /// The statement failed for another reason (a bug, or data the
     /// database refused).
     #[error("the statement failed: {0}")]
@@ -277,11 +281,41 @@ impl Store {
             counts: Counts::default(),
             refused: tokio::sync::Notify::new(),
         });
-        tokio::spawn(prune_receipts(Arc::downgrade(&core)));
-        Store {
+        let store = Store {
             core,
             batchers: Arc::default(),
-        }
+        };
+        store.every(PRUNE_EVERY, "the store's old receipts", prune_receipts);
+        store
+    }
+
+    /// Runs `job` with the store every `period` (the first time one period
+    /// from now) until the last handle is dropped: housekeeping, such as
+    /// removing expired rows. It holds the store only while it runs. A
+    /// failure is logged and the job tried again next time.
+    pub fn every<F, J>(&self, period: Duration, what: &'static str, job: F)
+    where
+        F: Fn(Store) -> J + Send + 'static,
+        J: Future<Output = Result<u64, StoreError>> + Send,
+    {
+        let core = Arc::downgrade(&self.core);
+        let batchers = Arc::downgrade(&self.batchers);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let (Some(core), Some(batchers)) = (core.upgrade(), batchers.upgrade()) else {
+                    return;
+                };
+                match job(Store { core, batchers }).await {
+                    Ok(rows) => tracing::debug!(rows, "removed {what}"),
+                    Err(error) => {
+                        tracing::debug!(%error, "removing {what} failed; trying again later");
+                    }
+                }
+            }
+        });
     }
 
     /// Serves `item` in a batch with every other waiting request of its
@@ -435,43 +469,22 @@ const RECEIPTS_KEPT: Duration = Duration::from_secs(15 * 60);
 /// How often old receipts are removed.
 const PRUNE_EVERY: Duration = Duration::from_secs(5 * 60);
 
-/// Removes receipts older than [`RECEIPTS_KEPT`] every [`PRUNE_EVERY`],
-/// until the store is gone. A `DELETE` by age on an index of its own: no
-/// write waits for it.
-async fn prune_receipts(core: std::sync::Weak<Core>) {
-    let mut ticks = tokio::time::interval(PRUNE_EVERY);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let Some(core) = core.upgrade() else {
-            return;
-        };
-        let deadline = Instant::now() + core.acquire_timeout;
-        let pruned = match core.acquire(deadline).await {
-            Ok(mut connection) => {
-                let deleted = core
-                    .bounded(
-                        sqlx::query(
-                            "DELETE FROM store_receipts WHERE created_at < now() - make_interval(secs => $1)",
-                        )
-                        .bind(RECEIPTS_KEPT.as_secs_f64())
-                        .execute(&mut *connection),
-                    )
-                    .await;
-                drop(core.keep(connection, deleted.as_ref().err()));
-                deleted
-                    .map(|done| done.rows_affected())
-                    .map_err(StoreError::from)
-            }
-            Err(error) => Err(error),
-        };
-        match pruned {
-            Ok(rows) => tracing::debug!(rows, "pruned the store's old receipts"),
-            Err(error) => {
-                tracing::debug!(%error, "pruning the store's receipts failed; trying again later")
-            }
-        }
-    }
+/// Removes receipts older than [`RECEIPTS_KEPT`]: a `DELETE` by age on an
+/// index of its own, which no write waits for.
+async fn prune_receipts(store: Store) -> Result<u64, StoreError> {
+    store
+        .run(|connection| {
+            Box::pin(async move {
+                sqlx::query(
+                    "DELETE FROM store_receipts WHERE created_at < now() - make_interval(secs => $1)",
+                )
+                .bind(RECEIPTS_KEPT.as_secs_f64())
+                .execute(connection)
+                .await
+                .map(|done| done.rows_affected())
+            })
+        })
+        .await
 }
 
 /// The server-side timeouts every connection starts with.

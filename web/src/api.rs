@@ -35,17 +35,46 @@ impl ApiFailure {
     /// Whether trying the same request again may succeed.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            ApiFailure::Problem(problem) => problem.status >= 500 || problem.status == 408,
+            // 409: the same write is still being served.
+            ApiFailure::Problem(problem) => problem.status >= 500 || problem.status == 409,
             ApiFailure::Network | ApiFailure::Unexpected(_) => true,
         }
     }
 }
 
-/// `POST /data`.
-pub(crate) async fn create_entry(entry: &NewDataRequest) -> Result<DataRecord, ApiFailure> {
-    let request = Request::post("/data")
-        .json(entry)
-        .map_err(|_| ApiFailure::Unexpected(0))?;
+/// A fresh `Idempotency-Key`: a random UUID (version 4), from
+/// `crypto.getRandomValues`, which works on plain HTTP too (where
+/// `crypto.randomUUID` does not exist). `None` without Web Crypto (no
+/// browser that runs this WASM lacks it): a guessable key is worse than
+/// none.
+pub(crate) fn new_idempotency_key() -> Option<String> {
+    let crypto = web_sys::window()?.crypto().ok()?;
+    let mut bytes = [0_u8; 16];
+    crypto.get_random_values_with_u8_array(&mut bytes).ok()?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+/// `POST /data` with the submission's `Idempotency-Key`: sent again with
+/// the same key, the entry is stored once.
+pub(crate) async fn create_entry(
+    entry: &NewDataRequest,
+    key: Option<&str>,
+) -> Result<DataRecord, ApiFailure> {
+    let mut request = Request::post("/data");
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let request = request.json(entry).map_err(|_| ApiFailure::Unexpected(0))?;
     let response = request.send().await.map_err(|_| ApiFailure::Network)?;
     read(response, 201).await
 }

@@ -343,6 +343,7 @@ async fn run<B: Batched>(
         let error = match outcome {
             Ok(replies) => return lined_up(batch, replies),
             Err(error) if lost && !resent => error,
+            Err(error) if lost && !B::RESEND => return Err(unknown(error)),
             Err(error) => return Err(error.into()),
         };
         resent = true;
@@ -352,9 +353,11 @@ async fn run<B: Batched>(
         }
         if !is_closed_by_server(&error) {
             // The statement may still run on the server: nothing to ask yet.
-            return Err(error.into());
+            return Err(unknown(error));
         }
-        let mut fresh = core.acquire(deadline).await?;
+        let Ok(mut fresh) = core.acquire(deadline).await else {
+            return Err(unknown(error));
+        };
         let recovered = core.bounded(B::recover(&mut fresh, batch, &receipt)).await;
         *connection = core.keep(fresh, recovered.as_ref().err());
         match recovered {
@@ -365,13 +368,20 @@ async fn run<B: Batched>(
             Ok(Recovered::NotCommitted) => {
                 tracing::warn!(%error, "a database connection was lost before a write committed; sending it again on a fresh one");
             }
-            Ok(Recovered::Unknown) => return Err(error.into()),
+            Ok(Recovered::Unknown) => return Err(unknown(error)),
             Err(lookup) => {
                 tracing::warn!(error = %lookup, "looking up a lost write's receipt failed");
-                return Err(error.into());
+                return Err(unknown(error));
             }
         }
     }
+}
+
+/// A write's connection lost under it, with no way to tell whether it
+/// committed.
+fn unknown(error: sqlx::Error) -> StoreError {
+    tracing::warn!(%error, "a write's connection was lost before its answer; its outcome is unknown");
+    StoreError::Unknown(Arc::new(error))
 }
 
 /// `replies`, when there is one for each request of `batch`.

@@ -1,6 +1,7 @@
 //! A test client over the in-process router, and checks shared by the tests.
 
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 use api::config::{Profile, Settings};
 use api::startup::router;
@@ -197,6 +198,22 @@ impl TestApp {
             .await
     }
 
+    /// `POST /data` of a JSON body with an `Idempotency-Key` header.
+    pub(crate) async fn post_data_with_key(
+        &self,
+        key: &str,
+        body: impl Into<Body>,
+    ) -> TestResponse {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/data")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(body.into())
+            .expect("valid request");
+        self.send(request).await
+    }
+
     /// Stores an entry through the API and returns the stored record.
     pub(crate) async fn store(&self, notes: &str, greeting: &str) -> Value {
         let body = serde_json::json!({ "notes": notes, "greeting": greeting }).to_string();
@@ -211,5 +228,21 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("counting rows")
+    }
+}
+
+/// The test database's options under an application name of its own, so
+/// that its backends can be counted.
+pub(crate) fn named(pool: &PgPool, name: &str) -> PgConnectOptions {
+    (*pool.connect_options()).clone().application_name(name)
+}
+
+/// Waits until `check` holds, polling (for conditions a test observes in
+/// another process, the database).
+pub(crate) async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

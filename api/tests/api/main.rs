@@ -11,6 +11,7 @@ mod binary;
 mod chaos;
 mod data;
 mod helpers;
+mod idempotency;
 mod openapi;
 #[cfg(feature = "aws")]
 mod rds;

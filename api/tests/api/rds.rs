@@ -703,7 +703,7 @@ async fn the_token_refresher_keeps_the_store_serving_across_renewals(pool: PgPoo
     let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
     while tokio::time::Instant::now() < deadline {
         store
-            .batch(InsertEntry(
+            .batch(InsertEntry::new(
                 NewData::parse(Ok("renewing".to_owned()), Ok("tokens".to_owned())).expect("valid"),
             ))
             .await

@@ -111,7 +111,9 @@ async fn read_response(stream: &mut TcpStream) -> String {
 }
 
 #[sqlx::test(migrator = "api::db::MIGRATOR")]
-async fn a_client_that_never_finishes_its_body_gets_a_408(pool: PgPool) {
+async fn a_client_that_never_finishes_its_body_gets_a_503_that_browsers_do_not_resend(
+    pool: PgPool,
+) {
     let (address, _stop, _server) = serve(pool.clone(), |settings| {
         settings.server.request_timeout_secs = Seconds::try_from(1).expect("not zero");
     })
@@ -124,8 +126,15 @@ async fn a_client_that_never_finishes_its_body_gets_a_408(pool: PgPool) {
         .expect("writes");
     let response = read_response(&mut stream).await;
 
-    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    // Not 408: browsers send a request again by themselves on a 408.
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
     assert!(response.contains("application/problem+json"), "{response}");
+    assert!(response.contains("/problems/timed-out"), "{response}");
+    assert!(response.contains("Idempotency-Key"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 5"),
+        "{response}"
+    );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
         .fetch_one(&pool)
         .await

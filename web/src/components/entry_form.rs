@@ -134,10 +134,12 @@ pub(crate) fn EntryForm() -> impl IntoView {
     let fields = Fields::new();
     let confirmation = RwSignal::new(None::<DataRecord>);
     let failure = RwSignal::new(None::<ApiFailure>);
-    let last_sent = StoredValue::new(None::<NewDataRequest>);
-    let save = Action::new_unsync(|entry: &NewDataRequest| {
-        let entry = entry.clone();
-        async move { api::create_entry(&entry).await }
+    // The entry last sent and its Idempotency-Key: "Try again" sends both
+    // again, so an entry whose answer was lost is stored once.
+    let last_sent = StoredValue::new(None::<(NewDataRequest, Option<String>)>);
+    let save = Action::new_unsync(|(entry, key): &(NewDataRequest, Option<String>)| {
+        let (entry, key) = (entry.clone(), key.clone());
+        async move { api::create_entry(&entry, key.as_deref()).await }
     });
 
     Effect::new(move |_| {
@@ -146,18 +148,18 @@ pub(crate) fn EntryForm() -> impl IntoView {
         }
     });
 
-    let send = move |entry: NewDataRequest| {
+    let send = move |sent: (NewDataRequest, Option<String>)| {
         confirmation.set(None);
         failure.set(None);
-        last_sent.set_value(Some(entry.clone()));
-        save.dispatch(entry);
+        last_sent.set_value(Some(sent.clone()));
+        save.dispatch(sent);
     };
     let submit = move |event: SubmitEvent| {
         event.prevent_default();
         let entry = fields.entry();
         fields.clear_errors();
         match NewData::parse(Ok(entry.notes.clone()), Ok(entry.greeting.clone())) {
-            Ok(_) => send(entry),
+            Ok(_) => send((entry, api::new_idempotency_key())),
             Err(errors) => {
                 confirmation.set(None);
                 if let Some(unknown) = fields.show_errors(errors) {
@@ -167,8 +169,8 @@ pub(crate) fn EntryForm() -> impl IntoView {
         }
     };
     let retry = move || {
-        if let Some(entry) = last_sent.get_value() {
-            send(entry);
+        if let Some(sent) = last_sent.get_value() {
+            send(sent);
         }
     };
 

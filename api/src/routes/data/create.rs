@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use sqlx::postgres::PgConnection;
 
 use crate::error::ApiError;
+use crate::idempotency::{IDEMPOTENT_REPLAYED, IdempotencyKey, KeyHeader};
 use crate::state::AppState;
 use crate::store::{Batched, Receipt, Recovered};
 
@@ -18,50 +19,138 @@ use crate::store::{Batched, Receipt, Recovered};
 pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// Stores an entry.
+///
+/// Send an `Idempotency-Key` (a fresh UUID for each new entry) to make the
+/// request safe to send again: when the answer is lost, a 503 says the
+/// outcome is unknown, or the request timed out, send it again with the
+/// same key and body; the entry is stored once, and the repeat answers what
+/// the first one stored, with `Idempotent-Replayed: true`.
 #[utoipa::path(
     post,
     path = "/data",
     tag = "data",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "A key the client makes up for this entry (a UUID v4), 16 to 255 printable ASCII characters, bare or as a quoted Structured Field string. A repeat with the same key and body is answered with the first answer instead of storing again; keys are kept at least 24 hours."),
+    ),
     request_body(content = NewDataRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Stored; `Location` names the new entry", body = DataRecord,
-            headers(("Location" = String, description = "Path of the stored entry"))),
-        (status = 400, description = "The body is not a JSON object or not valid UTF-8", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Stored; `Location` names the new entry. A repeat of an `Idempotency-Key` gets the same answer with `Idempotent-Replayed: true`", body = DataRecord,
+            headers(
+                ("Location" = String, description = "Path of the stored entry"),
+                ("Idempotent-Replayed" = Option<String>, description = "`true` when this answers an earlier request with the same `Idempotency-Key`; absent otherwise"),
+            )),
+        (status = 400, description = "The body is not a JSON object or not valid UTF-8, or the `Idempotency-Key` is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this `Idempotency-Key` is still being served; send it again after `Retry-After` seconds (type `/problems/idempotency-key-in-use`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
         (status = 413, description = "The body is larger than 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not declared as `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Fields missing, unknown or breaking the rules; `errors` lists each", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Fields missing, unknown or breaking the rules, `errors` listing each (type `/problems/invalid-fields`); or the `Idempotency-Key` was first sent with a different entry (type `/problems/idempotency-key-reused`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this client address (on Elastic Beanstalk, from the platform's nginx, per instance: 10 writes a second, bursts of 20, and 32 requests at once); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
         (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not stored, retry after `Retry-After` seconds: the database is unavailable (type `/problems/database-unavailable`). Or the outcome is unknown: the connection was lost after the write was sent (`/problems/write-outcome-unknown`) or the request took longer than the server's limit (`/problems/timed-out`); send it again with the same `Idempotency-Key` to store it exactly once", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn create_data(
     State(state): State<AppState>,
+    KeyHeader(key): KeyHeader,
     EntryBody(entry): EntryBody,
 ) -> Result<Response, ApiError> {
-    let record = state.store.batch(InsertEntry(entry)).await?;
+    let _claim = match key {
+        Some(key) => Some(
+            state
+                .keys_in_flight
+                .claim(key)
+                .ok_or(ApiError::IdempotencyKeyInUse)?,
+        ),
+        None => None,
+    };
+    let (record, replayed) = match state.store.batch(InsertEntry { entry, key }).await? {
+        Inserted::Stored(record) => (record, false),
+        Inserted::Replayed(record) => (record, true),
+        Inserted::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+    };
     let location = HeaderValue::from_str(&format!("/data/{}", record.id))
         .expect("a path made of digits is a valid header value");
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(record),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
-/// One entry to store. A batch is one multi-row `INSERT … SELECT … FROM
-/// UNNEST`: each request gets exactly its own row, and ids follow the
-/// order the requests arrived in. It records a receipt with its rows, so a
-/// batch whose connection the server closed is answered from what it
-/// stored, or sent again when it stored nothing.
+/// One entry to store, with the client's `Idempotency-Key` when it sent
+/// one. A batch is one statement: a multi-row `INSERT … SELECT … FROM
+/// UNNEST` of the entries whose key it has not seen, ids in the order the
+/// requests arrived, each key recorded with its entry; the entries whose
+/// key it has seen are read back instead. It records a receipt with its
+/// rows, so a batch whose connection the server closed is answered from
+/// what it stored, or sent again when it stored nothing.
 #[derive(Debug)]
-pub struct InsertEntry(pub NewData);
+pub struct InsertEntry {
+    /// The entry.
+    pub entry: NewData,
+    /// Its `Idempotency-Key`.
+    pub key: Option<IdempotencyKey>,
+}
+
+impl InsertEntry {
+    /// An entry sent without a key.
+    pub fn new(entry: NewData) -> InsertEntry {
+        InsertEntry { entry, key: None }
+    }
+}
+
+/// What became of one [`InsertEntry`].
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored now.
+    Stored(DataRecord),
+    /// Its key was seen with the same entry: what that request stored.
+    Replayed(DataRecord),
+    /// Its key was seen with a different entry: nothing stored.
+    KeyReused,
+}
+
+impl Inserted {
+    /// The entry stored for this request, now or by an earlier request
+    /// with its key.
+    ///
+    /// # Panics
+    /// When its key was reused: a test helper.
+    pub fn into_record(self) -> DataRecord {
+        match self {
+            Inserted::Stored(record) | Inserted::Replayed(record) => record,
+            Inserted::KeyReused => panic!("the key was first used with another entry"),
+        }
+    }
+}
+
+/// A row of the insert's answer: a new entry (no key), or the entry an
+/// earlier request with `key` stored.
+#[derive(Debug)]
+struct Row {
+    key: Option<Vec<u8>>,
+    id: i64,
+    notes: String,
+    greeting: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The unique index a concurrent first use of a key fails on.
+const KEYS_PRIMARY_KEY: &str = "idempotency_keys_pkey";
 
 impl Batched for InsertEntry {
-    type Reply = DataRecord;
+    type Reply = Inserted;
 
     /// Never sent again unasked: only when its receipt says it did not
     /// commit.
@@ -71,40 +160,74 @@ impl Batched for InsertEntry {
         connection: &mut PgConnection,
         batch: &[InsertEntry],
         receipt: &Receipt,
-    ) -> Result<Vec<DataRecord>, sqlx::Error> {
-        let (notes, greetings): (Vec<&str>, Vec<&str>) = batch
+    ) -> Result<Vec<Inserted>, sqlx::Error> {
+        let notes: Vec<&str> = batch.iter().map(|item| item.entry.notes()).collect();
+        let greetings: Vec<&str> = batch.iter().map(|item| item.entry.greeting()).collect();
+        let keys: Vec<Option<&[u8]>> = batch
             .iter()
-            .map(|InsertEntry(entry)| (entry.notes(), entry.greeting()))
-            .unzip();
-        let records = sqlx::query_as!(
-            DataRecord,
-            r#"WITH inserted AS (
-                 INSERT INTO data (notes, greeting)
-                 SELECT entry.notes, entry.greeting
-                 FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS entry(notes, greeting, position)
-                 ORDER BY entry.position
-                 RETURNING id, notes, greeting, created_at
-               ), receipt AS (
-                 INSERT INTO store_receipts (token, ids)
-                 SELECT $3::text::uuid, array_agg(id) FROM inserted
-               )
-               SELECT id AS "id!", notes AS "notes!", greeting AS "greeting!",
-                      created_at AS "created_at!"
-               FROM inserted"#,
-            &notes[..] as &[&str],
-            &greetings[..] as &[&str],
-            receipt.token(),
-        )
-        .fetch_all(connection)
-        .await?;
-        in_arrival_order(batch, records)
+            .map(|item| item.key.as_ref().map(IdempotencyKey::digest))
+            .collect();
+        // A key another instance stored while this statement ran fails it
+        // on the key's index, having stored nothing: sent once more, it
+        // finds the key and answers with that request's entry.
+        let mut attempts = 0;
+        let rows = loop {
+            attempts += 1;
+            let rows = sqlx::query_as!(
+                Row,
+                r#"WITH entry AS (
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $4::bytea[])
+                       WITH ORDINALITY AS entry(notes, greeting, key, position)
+                   ), earlier AS (
+                     SELECT idempotency_keys.key, data.id, data.notes, data.greeting, data.created_at
+                     FROM idempotency_keys JOIN data ON data.id = idempotency_keys.data_id
+                     WHERE idempotency_keys.key IN (SELECT entry.key FROM entry)
+                   ), fresh AS (
+                     SELECT entry.*, row_number() OVER (ORDER BY entry.position) AS rank
+                     FROM entry
+                     WHERE entry.key IS NULL OR entry.key NOT IN (SELECT earlier.key FROM earlier)
+                   ), inserted AS (
+                     INSERT INTO data (notes, greeting)
+                     SELECT fresh.notes, fresh.greeting FROM fresh ORDER BY fresh.position
+                     RETURNING id, notes, greeting, created_at
+                   ), keyed AS (
+                     INSERT INTO idempotency_keys (key, data_id)
+                     SELECT fresh.key, numbered.id
+                     FROM fresh JOIN (
+                       SELECT inserted.id, row_number() OVER (ORDER BY inserted.id) AS rank
+                       FROM inserted
+                     ) AS numbered USING (rank)
+                     WHERE fresh.key IS NOT NULL
+                   ), receipt AS (
+                     INSERT INTO store_receipts (token, ids)
+                     SELECT $3::text::uuid, COALESCE(array_agg(id), '{}') FROM inserted
+                   )
+                   SELECT NULL::bytea AS key, id AS "id!", notes AS "notes!",
+                          greeting AS "greeting!", created_at AS "created_at!"
+                   FROM inserted
+                   UNION ALL
+                   SELECT key, id, notes, greeting, created_at FROM earlier"#,
+                &notes[..] as &[&str],
+                &greetings[..] as &[&str],
+                receipt.token(),
+                &keys[..] as &[Option<&[u8]>],
+            )
+            .fetch_all(&mut *connection)
+            .await;
+            match rows {
+                Err(sqlx::Error::Database(error))
+                    if attempts == 1 && error.constraint() == Some(KEYS_PRIMARY_KEY) => {}
+                rows => break rows?,
+            }
+        };
+        replies(batch, rows)
     }
 
     async fn recover(
         connection: &mut PgConnection,
         batch: &[InsertEntry],
         receipt: &Receipt,
-    ) -> Result<Recovered<DataRecord>, sqlx::Error> {
+    ) -> Result<Recovered<Inserted>, sqlx::Error> {
         let ids: Option<Vec<i64>> = sqlx::query_scalar!(
             "SELECT ids FROM store_receipts WHERE token = $1::text::uuid",
             receipt.token(),
@@ -114,39 +237,78 @@ impl Batched for InsertEntry {
         let Some(ids) = ids else {
             return Ok(Recovered::NotCommitted);
         };
-        let records = sqlx::query_as!(
-            DataRecord,
-            "SELECT id, notes, greeting, created_at FROM data WHERE id = ANY($1)",
+        let keys: Vec<&[u8]> = batch
+            .iter()
+            .filter_map(|item| item.key.as_ref().map(IdempotencyKey::digest))
+            .collect();
+        let rows = sqlx::query_as!(
+            Row,
+            r#"SELECT NULL::bytea AS key, id AS "id!", notes AS "notes!",
+                      greeting AS "greeting!", created_at AS "created_at!"
+               FROM data WHERE id = ANY($1)
+               UNION ALL
+               SELECT idempotency_keys.key, data.id, data.notes, data.greeting, data.created_at
+               FROM idempotency_keys JOIN data ON data.id = idempotency_keys.data_id
+               WHERE idempotency_keys.key = ANY($2) AND NOT idempotency_keys.data_id = ANY($1)"#,
             &ids[..],
+            &keys[..] as &[&[u8]],
         )
         .fetch_all(connection)
         .await?;
-        in_arrival_order(batch, records).map(Recovered::Committed)
+        replies(batch, rows).map(Recovered::Committed)
     }
 }
 
-/// `records`, stored for `batch`, put in the batch's order: identity values
-/// are drawn in the order rows are inserted, which `ORDER BY position`
-/// fixes, so sorted by id they line up with the requests. Checked, entry
-/// by entry.
-fn in_arrival_order(
-    batch: &[InsertEntry],
-    mut records: Vec<DataRecord>,
-) -> Result<Vec<DataRecord>, sqlx::Error> {
-    records.sort_unstable_by_key(|record| record.id);
-    let lined_up = records.len() == batch.len()
-        && records
-            .iter()
-            .zip(batch)
-            .all(|(record, InsertEntry(entry))| {
-                record.notes == entry.notes() && record.greeting == entry.greeting()
-            });
-    if !lined_up {
-        return Err(sqlx::Error::Protocol(
-            "the inserted rows did not come back in the order they were sent".to_owned(),
-        ));
+/// Each request's reply from the rows a batch returned: a request whose
+/// key came back gets that entry (or is told its key was reused); the
+/// others get the new rows in order. Identity values are drawn in the
+/// order rows are inserted, which `ORDER BY position` fixes, so sorted by
+/// id the new rows line up with the requests. Checked, entry by entry.
+fn replies(batch: &[InsertEntry], rows: Vec<Row>) -> Result<Vec<Inserted>, sqlx::Error> {
+    let mut earlier = std::collections::HashMap::new();
+    let mut fresh = Vec::with_capacity(rows.len());
+    for row in rows {
+        let record = DataRecord {
+            id: row.id,
+            notes: row.notes,
+            greeting: row.greeting,
+            created_at: row.created_at,
+        };
+        match row.key {
+            Some(key) => {
+                earlier.insert(key, record);
+            }
+            None => fresh.push(record),
+        }
     }
-    Ok(records)
+    fresh.sort_unstable_by_key(|record| record.id);
+    let mut fresh = fresh.into_iter();
+    let same = |record: &DataRecord, entry: &NewData| {
+        record.notes == entry.notes() && record.greeting == entry.greeting()
+    };
+    let mut replies = Vec::with_capacity(batch.len());
+    for item in batch {
+        let seen = item.key.as_ref().and_then(|key| earlier.get(key.digest()));
+        let reply = match seen {
+            Some(record) if same(record, &item.entry) => Inserted::Replayed(record.clone()),
+            Some(_) => Inserted::KeyReused,
+            None => match fresh.next() {
+                Some(record) if same(&record, &item.entry) => Inserted::Stored(record),
+                _ => return Err(out_of_order()),
+            },
+        };
+        replies.push(reply);
+    }
+    if fresh.next().is_some() {
+        return Err(out_of_order());
+    }
+    Ok(replies)
+}
+
+fn out_of_order() -> sqlx::Error {
+    sqlx::Error::Protocol(
+        "the inserted rows did not come back in the order they were sent".to_owned(),
+    )
 }
 
 /// The body of `POST /data`, checked: declared as JSON, within the size

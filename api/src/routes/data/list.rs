@@ -62,11 +62,11 @@ impl<'a> ListBody<'a> {
     responses(
         (status = 200, description = "The newest entries (below `before`, when given), newest first; `next_before` names the next page when older entries exist", body = DataList),
         (status = 400, description = "`n` is not an integer from 1 to 100, `before` not a positive integer, or either given twice", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this client address (on Elastic Beanstalk, from the platform's nginx, per instance: 50 reads a second, bursts of 100, and 32 requests at once); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
         (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable (type `/problems/database-unavailable`), or the request took longer than the server's limit (`/problems/timed-out`); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn list_data(

@@ -21,11 +21,11 @@ use crate::store::{Batched, Receipt};
     responses(
         (status = 200, description = "The entry", body = DataRecord),
         (status = 404, description = "No entry has this id (or the id is not an integer)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The request took longer than the server's timeout", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this client address (on Elastic Beanstalk, from the platform's nginx, per instance: 50 reads a second, bursts of 100, and 32 requests at once); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
         (status = 500, description = "Unexpected server failure", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable (type `/problems/database-unavailable`), or the request took longer than the server's limit (`/problems/timed-out`); retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn get_data(
