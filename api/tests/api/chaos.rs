@@ -8,11 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use api::config::{Count, Settings};
+use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+
+use crate::helpers::{TestApp, named, until};
 
 /// What the proxy does with traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,28 @@ impl Chaos {
     /// away after a statement ran but before its answer arrived.
     pub(crate) fn cut_next_answer(&self) {
         self.cut_next.store(true, Ordering::SeqCst);
+    }
+
+    /// The app on one connection through the proxy (application name
+    /// `name`), opened by a first write and back in the pool: the next
+    /// statement sent is the next request's, with no check before it.
+    pub(crate) async fn app_on_one_connection(
+        &self,
+        pool: &PgPool,
+        name: &str,
+        mut settings: Settings,
+    ) -> TestApp {
+        settings.database.max_connections = Count::try_from(1).expect("not zero");
+        let app = TestApp::over(self.options(named(pool, name)), pool.clone(), settings);
+        app.store("before", "hi").await;
+        // Its return to the pool sends a ping: wait for it.
+        until(
+            "the connection is back in the pool",
+            Duration::from_secs(5),
+            async || app.store.connections() == (1, 1),
+        )
+        .await;
+        app
     }
 
     /// `options` pointed at the proxy.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::chaos::{Chaos, Mode};
-use crate::helpers::{TestApp, TestResponse, named, test_settings, until};
+use crate::helpers::{TestApp, TestResponse, test_settings, until};
 
 const KEY: &str = "8e03978e-40d5-43e8-bc93-6894a57f9324";
 
@@ -297,20 +297,10 @@ async fn keys_older_than_a_day_are_pruned_and_younger_ones_kept(pool: PgPool) {
 async fn a_write_whose_answer_never_came_says_so_and_its_repeat_stores_it_once(pool: PgPool) {
     let chaos = Chaos::start(&pool.connect_options()).await;
     let mut settings = test_settings();
-    settings.database.max_connections = Count::try_from(1).expect("not zero");
     settings.database.statement_timeout_secs = Seconds::try_from(1).expect("not zero");
-    let app = TestApp::over(
-        chaos.options(named(&pool, "unknown")),
-        pool.clone(),
-        settings,
-    );
-    app.store("before", "hi").await;
-    until(
-        "the connection is back in the pool",
-        Duration::from_secs(5),
-        async || app.store.connections() == (1, 1),
-    )
-    .await;
+    let app = chaos
+        .app_on_one_connection(&pool, "unknown", settings)
+        .await;
 
     // The network stops carrying anything: the insert is sent, no answer
     // comes, and nothing tells whether it ran.

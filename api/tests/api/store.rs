@@ -458,7 +458,7 @@ async fn renewed_credentials_reach_a_replaced_connection(pool: PgPool) {
         &pool,
         &role,
         "first",
-        &["SELECT, INSERT ON data, store_receipts"],
+        &["SELECT, INSERT ON data, store_receipts, idempotency_keys"],
     )
     .await;
     let options = named(&pool, "rotating").username(&role);
@@ -819,22 +819,9 @@ async fn a_write_whose_answer_is_lost_after_it_committed_is_answered_from_its_re
     pool: PgPool,
 ) {
     let chaos = Chaos::start(&pool.connect_options()).await;
-    let mut settings = test_settings();
-    settings.database.max_connections = Count::try_from(1).expect("not zero");
-    let app = TestApp::over(
-        chaos.options(named(&pool, "receipt")),
-        pool.clone(),
-        settings,
-    );
-    app.store("before", "hi").await;
-    // The connection is back in the pool (its return sends a ping): the
-    // next answer is the insert's.
-    until(
-        "the connection is back in the pool",
-        Duration::from_secs(5),
-        async || app.store.connections() == (1, 1),
-    )
-    .await;
+    let app = chaos
+        .app_on_one_connection(&pool, "receipt", test_settings())
+        .await;
 
     chaos.cut_next_answer();
     let response = app
