@@ -87,11 +87,14 @@ impl IdempotencyKey {
 /// The characters of a Structured Field string (RFC 8941 §3.3.3: `\"` and
 /// `\\` escaped), or `value` itself when it is not quoted.
 fn unquote(value: &[u8]) -> Result<Vec<u8>, String> {
-    let Some(inner) = value
-        .strip_prefix(b"\"")
-        .and_then(|rest| rest.strip_suffix(b"\""))
-    else {
+    let Some(rest) = value.strip_prefix(b"\"") else {
+        if value.first() == Some(&b' ') || value.last() == Some(&b' ') {
+            return Err("must not begin or end with a space".to_owned());
+        }
         return Ok(value.to_vec());
+    };
+    let Some(inner) = rest.strip_suffix(b"\"") else {
+        return Err("begins with a quote but is not a quoted string".to_owned());
     };
     let mut key = Vec::with_capacity(inner.len());
     let mut bytes = inner.iter();
@@ -230,6 +233,10 @@ mod tests {
         assert_eq!(utf8, "must be printable ASCII");
         let inner = IdempotencyKey::parse(br#""half "quoted" key here""#).expect_err("quote");
         assert!(inner.contains("unescaped quote"), "{inner}");
+        let open = IdempotencyKey::parse(br#""0123456789abcdef"#).expect_err("open");
+        assert!(open.contains("not a quoted string"), "{open}");
+        let spaced = IdempotencyKey::parse(b" 0123456789abcdef").expect_err("space");
+        assert!(spaced.contains("begin or end with a space"), "{spaced}");
     }
 
     #[test]
