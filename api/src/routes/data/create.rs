@@ -171,6 +171,12 @@ impl Batched for InsertEntry {
             .iter()
             .map(|item| item.key.as_ref().map(IdempotencyKey::digest))
             .collect();
+        if keys.iter().all(Option::is_none) {
+            return replies(
+                batch,
+                insert_unkeyed(connection, &notes, &greetings, receipt).await?,
+            );
+        }
         // A key another instance stored while this statement ran fails it
         // on the key's index, having stored nothing: sent once more, it
         // finds the key and answers with that request's entry.
@@ -261,6 +267,38 @@ impl Batched for InsertEntry {
         .await?;
         replies(batch, rows).map(Recovered::Committed)
     }
+}
+
+/// The insert of a batch in which no request sent a key: the entries and
+/// the receipt, without the keys' lookups (measured: the keyed statement
+/// costs writes about a seventh of their rate on the 2-core bench).
+async fn insert_unkeyed(
+    connection: &mut PgConnection,
+    notes: &[&str],
+    greetings: &[&str],
+    receipt: &Receipt,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as!(
+        Row,
+        r#"WITH inserted AS (
+             INSERT INTO data (notes, greeting)
+             SELECT entry.notes, entry.greeting
+             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS entry(notes, greeting, position)
+             ORDER BY entry.position
+             RETURNING id, notes, greeting, created_at
+           ), receipt AS (
+             INSERT INTO store_receipts (token, ids)
+             SELECT $3::text::uuid, array_agg(id) FROM inserted
+           )
+           SELECT NULL::bytea AS key, id AS "id!", notes AS "notes!",
+                  greeting AS "greeting!", created_at AS "created_at!"
+           FROM inserted"#,
+        notes as &[&str],
+        greetings as &[&str],
+        receipt.token(),
+    )
+    .fetch_all(connection)
+    .await
 }
 
 /// Each request's reply from the rows a batch returned: a request whose
