@@ -23,13 +23,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
+use domain::NewDataRequest;
 
 use rehearsal::alb::{LoadBalancer, PROCESS_NAMESPACE, TargetGroupSettings};
 use rehearsal::bundle;
 use rehearsal::health::{GREEN_AT_MOST, HEALTH_NAMESPACE, Rules, Tally};
 use rehearsal::platform::{self, Bundle, Instance, Provided};
 use rehearsal::rds::Rds;
-use testkit::http::{Reply, send, send_over, send_over_with};
+use testkit::http::{Reply, call, local, send, send_over, send_over_with};
 use testkit::load::{Load, check_acknowledged, stored_ids};
 use testkit::moto::Moto;
 use testkit::network::Vpc;
@@ -339,23 +340,21 @@ fn scenario(
     environment.attach(&second)?;
     let created = started.elapsed();
     let port = environment.lb.port;
-    let stored = send(
-        port,
-        "POST",
-        "/data",
-        Some(r#"{"notes":"through the load balancer","greeting":"hello"}"#),
-    )?;
+    let api = local(port);
+    let entry = NewDataRequest {
+        notes: "through the load balancer".to_owned(),
+        greeting: "hello".to_owned(),
+    };
+    let key = client::idempotency_key();
+    let stored = call(&api.create_entry(&entry, Some(&key)))?
+        .1
+        .map_err(|failure| anyhow::anyhow!("POST through the load balancer answered {failure}"))?;
+    let listed = call(&api.list_entries(Some(1), None))?.1;
     ensure!(
-        stored.status == 201,
-        "POST through the load balancer answered {}: {}",
-        stored.status,
-        stored.body
-    );
-    let listed = send(port, "GET", "/data?n=1", None)?;
-    ensure!(
-        listed.body.contains("through the load balancer"),
-        "GET through the load balancer did not return the entry: {}",
-        listed.body
+        listed
+            .as_ref()
+            .is_ok_and(|list| list.items.iter().any(|item| item.id == stored.record.id)),
+        "GET through the load balancer did not return the entry: {listed:?}"
     );
     let page = send(port, "GET", "/", None)?;
     ensure!(
@@ -498,12 +497,10 @@ fn configuration_update(environment: &mut Environment<'_>) -> anyhow::Result<ser
             .map_err(|error| anyhow::anyhow!("{error:#}\n{}", diagnose(instance)))?;
         environment.attach(name)?;
     }
-    let listed = send(environment.lb.port, "GET", "/data?n=1", None)?;
+    let listed = call(&local(environment.lb.port).list_entries(Some(1), None))?.1;
     ensure!(
-        listed.status == 200,
-        "after the configuration update GET /data answered {}: {}",
-        listed.status,
-        listed.body
+        listed.is_ok(),
+        "after the configuration update GET /data answered {listed:?}"
     );
     status(&format!(
         "configuration deployed on {} instances; each ran its configuration hooks and serves again",

@@ -1,9 +1,10 @@
 //! The HTTP client that drives the api from tests and tasks (the load's
 //! writers, health checks): ureq, one request per connection, so that a
 //! refused connection or a reset during an outage is one request's outcome
-//! and never a pooled connection's. A raw HTTP/1.1 exchange over a socket
-//! the caller opened stays for the rehearsal's clients, which send from
-//! addresses of their own.
+//! and never a pooled connection's. [`call`] sends the typed calls of the
+//! `client` crate; [`send`] any bytes a test chooses. A raw HTTP/1.1
+//! exchange over a socket the caller opened stays for the rehearsal's
+//! clients, which send from addresses of their own.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
@@ -39,16 +40,57 @@ fn io_error(error: ureq::Error) -> io::Error {
 
 /// Polls `GET /health` on a local port until it answers 200.
 pub fn wait_healthy(port: u16, within: Duration) -> anyhow::Result<()> {
+    let health = local(port).health();
     crate::wait::wait_until(
         &format!("a 200 from GET /health on port {port}"),
         within,
-        || {
-            Ok::<_, io::Error>(
-                send(port, "GET", "/health", None).is_ok_and(|reply| reply.status == 200),
-            )
-        },
+        || Ok::<_, io::Error>(call(&health).is_ok_and(|(_, health)| health.is_ok())),
     )?;
     Ok(())
+}
+
+/// The API on `127.0.0.1:port`.
+pub fn local(port: u16) -> client::Client {
+    client::Client::new(format!("http://127.0.0.1:{port}"))
+}
+
+/// Sends a typed call over a fresh connection: the reply as it came, and
+/// the call's typed reading of it.
+pub fn call<T>(call: &client::Call<T>) -> io::Result<(Reply, Result<T, client::Failure>)> {
+    let wanted = call.request();
+    let mut request = ureq::http::Request::builder()
+        .method(wanted.method())
+        .uri(wanted.uri());
+    for (name, value) in wanted.headers() {
+        request = request.header(name, value);
+    }
+    let mut response = if wanted.body().is_empty() {
+        AGENT.run(request.body(()).map_err(io::Error::other)?)
+    } else {
+        AGENT.run(
+            request
+                .body(wanted.body().as_slice())
+                .map_err(io::Error::other)?,
+        )
+    }
+    .map_err(io_error)?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.body_mut().read_to_vec().map_err(io_error)?;
+    let read = call.read(status, &headers, &body);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let reply = Reply {
+        status,
+        content_type: header("content-type"),
+        retry_after: header("retry-after"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    Ok((reply, read))
 }
 
 /// SIGTERMs a child process and waits for it when dropped.

@@ -9,8 +9,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use domain::NewDataRequest;
 
-use crate::http::{Reply, send};
+use crate::http::{Reply, call, local};
 use crate::postgres::Cluster;
 
 /// What one `POST /data` got.
@@ -22,6 +23,8 @@ pub struct Outcome {
     pub reply: Result<Reply, String>,
     /// How long the request took.
     pub latency: Duration,
+    /// The id the API answered a 201 with.
+    pub stored: Option<i64>,
 }
 
 impl Outcome {
@@ -32,13 +35,7 @@ impl Outcome {
 
     /// The id of an acknowledged (201) write.
     pub fn acknowledged_id(&self) -> Option<i64> {
-        let reply = self
-            .reply
-            .as_ref()
-            .ok()
-            .filter(|reply| reply.status == 201)?;
-        let record: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
-        record["id"].as_i64()
+        self.stored
     }
 }
 
@@ -64,26 +61,36 @@ impl Load {
                 let (stop, phase) = (Arc::clone(&stop), Arc::clone(&phase));
                 let acknowledged = Arc::clone(&acknowledged);
                 std::thread::spawn(move || {
+                    let api = local(port);
                     let mut outcomes = Vec::new();
                     for i in 0.. {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let body = format!(
-                            r#"{{"notes":"{label} {writer} write {i}","greeting":"load"}}"#
-                        );
+                        let entry = NewDataRequest {
+                            notes: format!("{label} {writer} write {i}"),
+                            greeting: "load".to_owned(),
+                        };
+                        // No Idempotency-Key: the scenarios count what a
+                        // client that cannot retry safely gets.
+                        let write = api.create_entry(&entry, None);
                         let sent = Instant::now();
                         let phase_at_send = phase.load(Ordering::Relaxed);
-                        let reply = send(port, "POST", "/data", Some(&body))
-                            .map_err(|error| error.to_string());
-                        let refused = reply.is_err();
-                        if reply.as_ref().is_ok_and(|reply| reply.status == 201) {
+                        let answer = call(&write).map_err(|error| error.to_string());
+                        let refused = answer.is_err();
+                        let stored = answer
+                            .as_ref()
+                            .ok()
+                            .and_then(|(_, created)| created.as_ref().ok())
+                            .map(|created| created.record.id);
+                        if stored.is_some() {
                             acknowledged.fetch_add(1, Ordering::Relaxed);
                         }
                         outcomes.push(Outcome {
                             phase: phase_at_send,
-                            reply,
+                            reply: answer.map(|(reply, _)| reply),
                             latency: sent.elapsed(),
+                            stored,
                         });
                         if refused && until_refused {
                             break;

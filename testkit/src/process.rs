@@ -83,10 +83,18 @@ pub fn which(program: &str) -> Option<PathBuf> {
 /// Installs the npm packages of `package-lock.json` (`npm ci`): the
 /// browser tests' drivers, the linters, npm's PostgreSQL 16.
 pub fn npm_ci() -> anyhow::Result<()> {
-    status("installing npm packages (npm ci)");
+    npm_ci_in(&project_root())
+}
+
+/// `npm ci` in `dir`, a package of its own (the TypeScript client).
+pub fn npm_ci_in(dir: &std::path::Path) -> anyhow::Result<()> {
+    status(&format!(
+        "installing npm packages (npm ci) in {}",
+        dir.display()
+    ));
     let npm = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(project_root())
+        .current_dir(dir)
         .status();
     match npm {
         Ok(exit) if exit.success() => Ok(()),
