@@ -8,6 +8,8 @@ mod bench;
 mod browser;
 mod bundle;
 mod cargo;
+mod clients;
+mod compat;
 mod contract;
 mod deploy;
 mod dev;

@@ -14,7 +14,7 @@ use testkit::progress::step;
 use testkit::tls::TestCertificates;
 
 use crate::cargo::cargo;
-use crate::{browser, bundle, contract, deploy, lint, sqlx_data, web};
+use crate::{browser, bundle, clients, compat, contract, deploy, lint, sqlx_data, web};
 
 /// The cargo-deny release `deny.toml` was written for.
 const CARGO_DENY_VERSION: &str = "0.20.2";
@@ -32,12 +32,17 @@ const REHEARSAL: &str = "elastic_beanstalk::";
 pub(crate) enum Part {
     /// `.sqlx/` matches the queries.
     Sqlx,
+    /// `openapi.json` breaks no client of the base version.
+    Compat,
     /// The workspace's Rust tests (`cargo test`), RDS and deploy against moto.
     Rust,
     /// The user journeys in the browsers `--browsers` names.
     Browsers,
     /// schemathesis against the running service, from `openapi.json`.
     Contract,
+    /// The TypeScript client: generated types current, type-checked, tested
+    /// against the running service.
+    Clients,
     /// PostgreSQL stopped under write load; SIGTERM under write load.
     Reliability,
     /// The Elastic Beanstalk rehearsal behind real nginx.
@@ -54,9 +59,11 @@ impl Part {
     /// The whole suite.
     const ALL: &[Part] = &[
         Part::Sqlx,
+        Part::Compat,
         Part::Rust,
         Part::Browsers,
         Part::Contract,
+        Part::Clients,
         Part::Reliability,
         Part::Rehearsal,
         Part::Deploy,
@@ -85,9 +92,13 @@ pub(crate) fn run_suite(
         step("checking that .sqlx/ matches the queries");
         sqlx_data::check(&started(&mut database)?.0)?;
     }
+    if runs(Part::Compat) {
+        step("checking that openapi.json breaks no client of the base version");
+        compat::check()?;
+    }
     if !parts
         .iter()
-        .all(|part| matches!(part, Part::Sqlx | Part::Lint | Part::Deny))
+        .all(|part| matches!(part, Part::Sqlx | Part::Compat | Part::Lint | Part::Deny))
     {
         web::build(false)?;
     }
@@ -100,6 +111,9 @@ pub(crate) fn run_suite(
     if runs(Part::Contract) {
         step("fuzzing the running service from openapi.json (schemathesis)");
         contract::fuzz(&started(&mut database)?.0)?;
+    }
+    if runs(Part::Clients) {
+        clients::test(&started(&mut database)?.0)?;
     }
     if runs(Part::Reliability) {
         reliability()?;
