@@ -23,11 +23,14 @@ const ZIZMOR: &str = "zizmor==1.32.0";
 /// The CloudFormation linter (infra/).
 const CFN_LINT: &str = "cfn-lint==1.41.0";
 
+/// The migrations' linter (locks and rewrites that stall a live table).
+const SQUAWK: &str = "squawk-cli==2.70.0";
+
 /// The AWS emulator the RDS and deploy tests and the rehearsal run against.
 const MOTO: &str = "moto[server]==5.1.22";
 
 /// The Python of `target/tools-venv`, which holds schemathesis, zizmor,
-/// cfn-lint, moto (with boto3) and PyYAML, installed when missing.
+/// cfn-lint, squawk, moto (with boto3) and PyYAML, installed when missing.
 pub fn tools_python() -> anyhow::Result<PathBuf> {
     let schemathesis = ensure_schemathesis()?;
     Ok(schemathesis.with_file_name("python"))
@@ -43,6 +46,7 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
         ("schemathesis", SCHEMATHESIS),
         ("zizmor", ZIZMOR),
         ("cfn-lint", CFN_LINT),
+        ("squawk", SQUAWK),
     ];
     let all_current = pinned.iter().all(|(program, requirement)| {
         let version = requirement.rsplit("==").next().unwrap_or_default();
@@ -55,7 +59,7 @@ fn ensure_schemathesis() -> anyhow::Result<PathBuf> {
         return Ok(executable);
     }
     status(&format!(
-        "installing {SCHEMATHESIS}, {ZIZMOR}, {CFN_LINT} and {MOTO} into {}",
+        "installing {SCHEMATHESIS}, {ZIZMOR}, {CFN_LINT}, {SQUAWK} and {MOTO} into {}",
         venv.display()
     ));
     let created = Command::new("python3")

@@ -24,7 +24,7 @@ const MAX_DEPTH: usize = 12;
 /// The commit whose `openapi.json` is the base, and why that one:
 /// `COMPAT_BASE` when set; on a pull request the base branch; else the
 /// newest release tag (`v*`); else the parent commit.
-fn base() -> anyhow::Result<(String, String)> {
+pub(crate) fn base() -> anyhow::Result<(String, String)> {
     if let Ok(base) = std::env::var("COMPAT_BASE") {
         return Ok((base, "COMPAT_BASE".to_owned()));
     }
@@ -137,6 +137,9 @@ pub(crate) fn breaking_changes(base: &Value, current: &Value) -> Vec<String> {
             documents.operation(&name, base_operation, current_operation, &mut findings);
         }
     }
+    // In one order whatever serde_json's maps keep (sorted, or as written
+    // when another crate turns on its `preserve_order`).
+    findings.sort();
     findings
 }
 

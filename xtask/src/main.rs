@@ -14,6 +14,7 @@ mod contract;
 mod deploy;
 mod dev;
 mod lint;
+mod migrations;
 mod openapi;
 mod sqlx_data;
 mod test;

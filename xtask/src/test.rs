@@ -14,7 +14,7 @@ use testkit::progress::step;
 use testkit::tls::TestCertificates;
 
 use crate::cargo::cargo;
-use crate::{browser, bundle, clients, compat, contract, deploy, lint, sqlx_data, web};
+use crate::{browser, bundle, clients, compat, contract, deploy, lint, migrations, sqlx_data, web};
 
 /// The cargo-deny release `deny.toml` was written for.
 const CARGO_DENY_VERSION: &str = "0.20.2";
@@ -43,6 +43,9 @@ pub(crate) enum Part {
     /// The TypeScript client: generated types current, type-checked, tested
     /// against the running service.
     Clients,
+    /// The migrations added since the base version linted (squawk); the
+    /// base version's binary serving its contract on the migrated schema.
+    Schema,
     /// PostgreSQL stopped under write load; SIGTERM under write load.
     Reliability,
     /// The Elastic Beanstalk rehearsal behind real nginx.
@@ -64,6 +67,7 @@ impl Part {
         Part::Browsers,
         Part::Contract,
         Part::Clients,
+        Part::Schema,
         Part::Reliability,
         Part::Rehearsal,
         Part::Deploy,
@@ -114,6 +118,9 @@ pub(crate) fn run_suite(
     }
     if runs(Part::Clients) {
         clients::test(&started(&mut database)?.0)?;
+    }
+    if runs(Part::Schema) {
+        migrations::check(&started(&mut database)?.0)?;
     }
     if runs(Part::Reliability) {
         reliability()?;
