@@ -1,14 +1,16 @@
 //! What every request and response gets on the way in and out, in one
 //! layer: a request id (the client's `x-request-id`, or a new UUID),
-//! echoed on the response; the security headers every response carries
+//! echoed on the response; a trace id ([`crate::trace`]: the client's
+//! `traceparent`, else the load balancer's `X-Amzn-Trace-Id`, else a new
+//! one), answered in `x-trace-id`; the security headers every response carries
 //! (`X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, unless
 //! the handler chose its own), and `Strict-Transport-Security` when the
 //! request reached the load balancer over HTTPS (its `X-Forwarded-Proto`,
 //! which the platform's nginx passes through); a `request` span around
 //! everything inside, so each line logged while serving a request (a
-//! database error, a 503's cause) carries its method, path and request id;
-//! and one log line per request with method, path, status, latency and
-//! request id.
+//! database error, a 503's cause) carries its method, path, request id and
+//! trace id; and one log line per request with method, path, status,
+//! latency, request id and trace id.
 //!
 //! One hand-written layer rather than tower-http's request-id and
 //! set-header layers plus a logging middleware: each layer's future embeds
@@ -24,6 +26,8 @@ use std::time::Instant;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, header};
 use tower::{Layer, Service};
 use tracing::Span;
+
+use crate::trace::{TRACE_ID, Trace};
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -95,6 +99,7 @@ where
             .headers()
             .get(X_FORWARDED_PROTO)
             .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+        let trace = Trace::of(request.headers());
         let method = request.method().clone();
         let uri = request.uri().clone();
         let span = tracing::info_span!(
@@ -103,6 +108,8 @@ where
             method = method.as_str(),
             path = uri.path(),
             request_id = request_id.to_str().unwrap_or("-"),
+            trace_id = trace.id.as_str(),
+            lb_trace_id = trace.load_balancer.as_ref().map(|id| id.as_str()),
         );
         let inner = span.in_scope(|| self.inner.call(request));
         EdgeFuture {
@@ -111,6 +118,7 @@ where
             method,
             uri,
             request_id,
+            trace,
             span,
             inner,
         }
@@ -149,6 +157,7 @@ pin_project_lite::pin_project! {
         method: Method,
         uri: Uri,
         request_id: HeaderValue,
+        trace: Trace,
         // Entered while the inner service runs; the request line itself
         // is written outside it, with the same fields of its own.
         span: Span,
@@ -167,6 +176,7 @@ where
         let mut response = ready!(polled)?;
         let headers = response.headers_mut();
         headers.insert(REQUEST_ID, this.request_id.clone());
+        headers.insert(TRACE_ID, this.trace.id.header_value());
         for (name, value) in SECURITY_HEADERS {
             if !headers.contains_key(&name) {
                 headers.insert(name, value);
@@ -184,6 +194,8 @@ where
             status = response.status().as_u16(),
             latency_ms = this.started.elapsed().as_secs_f64() * 1000.0,
             request_id = this.request_id.to_str().unwrap_or("-"),
+            trace_id = this.trace.id.as_str(),
+            lb_trace_id = this.trace.load_balancer.as_ref().map(|id| id.as_str()),
             "request"
         );
         Poll::Ready(Ok(response))
@@ -267,16 +279,22 @@ mod tests {
         });
         let request = Request::post("/data?n=1")
             .header(REQUEST_ID, "given-id")
+            .header(
+                crate::trace::X_AMZN_TRACE_ID,
+                "Root=1-67891233-abcdef012345678912345678",
+            )
             .body(())
             .expect("a valid request");
 
         let _default = tracing::subscriber::set_default(subscriber);
-        EdgeLayer
+        let response = EdgeLayer
             .layer(handler)
             .oneshot(request)
             .await
             .expect("infallible");
 
+        let trace = "67891233abcdef012345678912345678";
+        assert_eq!(response.headers()[TRACE_ID], trace);
         let text = buffer.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -292,6 +310,60 @@ mod tests {
         assert_eq!(lines[1]["status"], 200);
         for line in text.lines() {
             assert_eq!(line.matches("\"request_id\"").count(), 1, "{line}");
+        }
+        for line in &lines {
+            assert_eq!(line["trace_id"], trace, "{line}");
+            assert!(line.get("lb_trace_id").is_none(), "{line}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clients_traceparent_is_the_trace_id_and_the_load_balancers_root_stays_beside_it() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .with_writer(buffer.clone())
+            .finish();
+        let handler = tower::service_fn(|_request: Request<()>| async {
+            tracing::warn!("inside the handler");
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        let request = Request::get("/data")
+            .header(
+                crate::trace::TRACEPARENT,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header(
+                crate::trace::X_AMZN_TRACE_ID,
+                "Root=1-67891233-abcdef012345678912345678",
+            )
+            .body(())
+            .expect("a valid request");
+
+        let _default = tracing::subscriber::set_default(subscriber);
+        let response = EdgeLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("infallible");
+
+        assert_eq!(
+            response.headers()[TRACE_ID],
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let text = buffer.text();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        for line in text.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(
+                line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{line}"
+            );
+            assert_eq!(
+                line["lb_trace_id"], "67891233abcdef012345678912345678",
+                "{line}"
+            );
         }
     }
 }

@@ -15,4 +15,5 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod web;

@@ -28,6 +28,7 @@ use crate::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::routes::{self, data};
 use crate::state::AppState;
 use crate::store::Store;
+use crate::trace::{TRACE_ID, TRACEPARENT};
 use crate::{db, error, idempotency, openapi, web};
 
 /// Where Swagger UI is served.
@@ -94,10 +95,16 @@ fn cors_layer(settings: &CorsSettings) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE, REQUEST_ID, IDEMPOTENCY_KEY])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                REQUEST_ID,
+                IDEMPOTENCY_KEY,
+                TRACEPARENT,
+            ])
             .expose_headers([
                 header::LOCATION,
                 REQUEST_ID,
+                TRACE_ID,
                 IDEMPOTENT_REPLAYED,
                 header::RETRY_AFTER,
             ])
