@@ -11,11 +11,15 @@
 //! healthy (fail open); a deregistered target drains: no new requests, the
 //! ones in flight finish, for at most `DeregistrationDelay`. A target that
 //! refuses the connection makes a 502, no registered target a 503. Each
-//! request gets `X-Forwarded-For`, `-Proto` and `-Port` as the ALB sets them.
+//! request gets `X-Forwarded-For`, `-Proto` and `-Port` as the ALB sets them,
+//! and `X-Amzn-Trace-Id` as its request tracing does (a `Root` when the
+//! request has none, else a `Self` inserted or updated), which an access
+//! log records with the request line, the target and the status.
 //! Intervals, timeouts and the delay run on a compressed clock
 //! (`time_scale`) so that the rehearsal takes minutes, not tens of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasher as _, RandomState};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -149,6 +153,24 @@ struct Shared {
     counts: Mutex<Counts>,
     /// The round robin's position.
     next: AtomicUsize,
+    /// The newest requests, as an access log records them.
+    access_log: Mutex<VecDeque<AccessLogEntry>>,
+}
+
+/// Requests the access log keeps (the newest).
+const ACCESS_LOG_KEPT: usize = 50_000;
+
+/// One request of the access log: what the ALB's own log has of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogEntry {
+    /// The request line (`POST /data HTTP/1.1`).
+    pub request: String,
+    /// The `X-Amzn-Trace-Id` sent to the target.
+    pub trace_id: String,
+    /// The target's address, when one was picked.
+    pub target: Option<Ipv4Addr>,
+    /// The status answered (the target's, or the load balancer's own).
+    pub status: u16,
 }
 
 /// The load balancer; stops its threads when dropped.
@@ -175,6 +197,7 @@ impl LoadBalancer {
             stop: AtomicBool::new(false),
             counts: Mutex::new(Counts::default()),
             next: AtomicUsize::new(0),
+            access_log: Mutex::new(VecDeque::new()),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -296,6 +319,17 @@ impl LoadBalancer {
             .collect()
     }
 
+    /// The access log: the newest requests, oldest first.
+    pub fn access_log(&self) -> Vec<AccessLogEntry> {
+        self.shared
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// What the load balancer answered itself.
     pub fn counts(&self) -> Counts {
         *self
@@ -384,38 +418,111 @@ fn forward(mut client: TcpStream, peer: SocketAddr, shared: &Shared) -> std::io:
         return Ok(());
     };
     shared.count(|counts| counts.requests += 1);
+    let trace_id = trace_header(&head);
+    let request_line = head.split("\r\n").next().unwrap_or_default().to_owned();
+    let logged = |target: Option<Ipv4Addr>, status: u16| {
+        let mut log = shared
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if log.len() == ACCESS_LOG_KEPT {
+            log.pop_front();
+        }
+        log.push_back(AccessLogEntry {
+            request: request_line.clone(),
+            trace_id: trace_id.clone(),
+            target,
+            status,
+        });
+    };
     let Some((address, in_flight)) = shared.pick() else {
         shared.count(|counts| counts.no_target += 1);
+        logged(None, 503);
         return client.write_all(&plain(503, "Service Unavailable"));
     };
     let answered = relay(
-        &head,
-        &body,
-        peer,
+        &Forwarded {
+            head: &head,
+            body: &body,
+            peer,
+            trace_id: &trace_id,
+        },
         address,
         shared.settings.port,
         &mut client,
     );
     in_flight.fetch_sub(1, Ordering::SeqCst);
-    if answered.is_err() {
-        shared.count(|counts| counts.bad_gateway += 1);
-        let _ = client.write_all(&plain(502, "Bad Gateway"));
+    match answered {
+        Ok(status) => logged(Some(address), status),
+        Err(_) => {
+            shared.count(|counts| counts.bad_gateway += 1);
+            logged(Some(address), 502);
+            let _ = client.write_all(&plain(502, "Bad Gateway"));
+        }
     }
     Ok(())
 }
 
-fn relay(
-    head: &str,
-    body: &[u8],
+/// The `X-Amzn-Trace-Id` the ALB sends on: the request's with a fresh
+/// `Self` when it has a `Root` (an earlier `Self` replaced), else a new
+/// `Root` (`1-{epoch seconds, 8 hex}-{24 hex}`).
+fn trace_header(head: &str) -> String {
+    let fresh = || {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let random = RandomState::new();
+        format!(
+            "1-{:08x}-{:08x}{:016x}",
+            seconds & 0xffff_ffff,
+            random.hash_one(1_u8) & 0xffff_ffff,
+            random.hash_one(2_u8)
+        )
+    };
+    let given = head.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("x-amzn-trace-id")
+            .then(|| value.trim().to_owned())
+    });
+    match given {
+        Some(given)
+            if given
+                .split(';')
+                .any(|field| field.trim().starts_with("Root=")) =>
+        {
+            let kept: Vec<&str> = given
+                .split(';')
+                .map(str::trim)
+                .filter(|field| !field.starts_with("Self="))
+                .collect();
+            format!("Self={};{}", fresh(), kept.join(";"))
+        }
+        _ => format!("Root={}", fresh()),
+    }
+}
+
+/// What goes to the target: the client's request, its address and the
+/// trace header.
+struct Forwarded<'a> {
+    head: &'a str,
+    body: &'a [u8],
     peer: SocketAddr,
+    trace_id: &'a str,
+}
+
+/// Sends the request to the target with the forwarding headers and relays
+/// the answer; its status.
+fn relay(
+    forwarded: &Forwarded<'_>,
     address: Ipv4Addr,
     port: u16,
     client: &mut TcpStream,
-) -> std::io::Result<()> {
+) -> std::io::Result<u16> {
     let mut upstream =
         TcpStream::connect_timeout(&SocketAddr::from((address, port)), Duration::from_secs(10))?;
     upstream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut lines = head.split("\r\n");
+    let mut lines = forwarded.head.split("\r\n");
     let mut request = format!("{}\r\n", lines.next().unwrap_or_default());
     let mut forwarded_for = None;
     for line in lines.filter(|line| !line.is_empty()) {
@@ -426,22 +533,24 @@ fn relay(
                 .map(|(_, value)| value.trim().to_owned());
         } else if !(name.eq_ignore_ascii_case("connection")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
-            || name.eq_ignore_ascii_case("x-forwarded-port"))
+            || name.eq_ignore_ascii_case("x-forwarded-port")
+            || name.eq_ignore_ascii_case("x-amzn-trace-id"))
         {
             request.push_str(line);
             request.push_str("\r\n");
         }
     }
-    let client_ip = peer.ip();
+    let client_ip = forwarded.peer.ip();
     let forwarded_for = match forwarded_for {
         Some(earlier) => format!("{earlier}, {client_ip}"),
         None => client_ip.to_string(),
     };
     request.push_str(&format!(
-        "x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: http\r\nx-forwarded-port: 80\r\nconnection: close\r\n\r\n"
+        "x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: http\r\nx-forwarded-port: 80\r\nx-amzn-trace-id: {}\r\nconnection: close\r\n\r\n",
+        forwarded.trace_id
     ));
     upstream.write_all(request.as_bytes())?;
-    upstream.write_all(body)?;
+    upstream.write_all(forwarded.body)?;
     let mut answer = Vec::new();
     upstream.read_to_end(&mut answer)?;
     if answer.is_empty() {
@@ -450,7 +559,13 @@ fn relay(
             "the target closed the connection without answering",
         ));
     }
-    client.write_all(&answer)
+    client.write_all(&answer)?;
+    // `HTTP/1.1 201 Created`: the status is the second word.
+    Ok(String::from_utf8_lossy(&answer[..answer.len().min(32)])
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Reads a request head and its `Content-Length` body; `None` when the

@@ -181,6 +181,55 @@ fn diagnose(instance: &Instance) -> String {
     )
 }
 
+/// Follows the newest stored write from the load balancer's access log to
+/// the app's log: the `Root` of the `X-Amzn-Trace-Id` the load balancer
+/// sent, as 32 hex digits, is the `trace_id` of the app's request line.
+fn follow_a_request(lb: &LoadBalancer) -> anyhow::Result<()> {
+    let entry = lb
+        .access_log()
+        .into_iter()
+        .rev()
+        .find(|entry| entry.request.starts_with("POST /data ") && entry.status == 201)
+        .context("the load balancer's access log holds no POST /data answered 201")?;
+    let root = entry
+        .trace_id
+        .split(';')
+        .find_map(|field| field.trim().strip_prefix("Root=1-"))
+        .with_context(|| format!("the access log's trace id has no Root: {}", entry.trace_id))?;
+    let trace = root.replace('-', "");
+    let logs = target_dir().join("rehearse/logs");
+    let mut lines = 0;
+    for file in std::fs::read_dir(&logs).with_context(|| format!("reading {}", logs.display()))? {
+        let path = file?.path();
+        if !path.to_string_lossy().ends_with("-web.stdout.log") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            lines += 1;
+            let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if line["trace_id"] == trace.as_str()
+                && line["message"] == "request"
+                && line["path"] == "/data"
+                && line["status"] == 201
+            {
+                status(&format!(
+                    "followed POST /data from the load balancer's log (X-Amzn-Trace-Id {}) to {}'s request line (trace_id {trace})",
+                    entry.trace_id,
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!(
+        "the load balancer logged POST /data with X-Amzn-Trace-Id {}, but none of the {lines} lines \
+         of the apps' logs is its request line with trace_id {trace}",
+        entry.trace_id
+    )
+}
+
 /// The versions of the repository's migrations, which the bundle's binary
 /// embeds (`migrations/<version>_<name>.sql`).
 fn bundled_migrations() -> anyhow::Result<Vec<i64>> {
@@ -356,6 +405,7 @@ fn scenario(
             .is_ok_and(|list| list.items.iter().any(|item| item.id == stored.record.id)),
         "GET through the load balancer did not return the entry: {listed:?}"
     );
+    follow_a_request(&environment.lb)?;
     let page = send(port, "GET", "/", None)?;
     ensure!(
         page.status == 200
