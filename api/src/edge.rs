@@ -210,7 +210,6 @@ mod tests {
 
     use super::*;
     use crate::telemetry::json::capture::Buffer;
-    use crate::telemetry::json::{JsonFields, JsonLines};
 
     /// The request id the layer answered for a request carrying `given`.
     async fn answered_id(given: &[u8]) -> String {
@@ -227,11 +226,7 @@ mod tests {
         // A subscriber of its own, as the other test has: tracing caches
         // whether a call site is enabled, and a test without one running
         // beside it could leave the request line's call site switched off.
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields)
-            .event_format(JsonLines)
-            .with_writer(Buffer::default())
-            .finish();
+        let subscriber = Buffer::default().subscriber();
         let _default = tracing::subscriber::set_default(subscriber);
         let response = EdgeLayer
             .layer(handler)
@@ -268,11 +263,7 @@ mod tests {
     #[tokio::test]
     async fn lines_logged_while_serving_carry_the_request_and_the_request_line_is_written_once() {
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields)
-            .event_format(JsonLines)
-            .with_writer(buffer.clone())
-            .finish();
+        let subscriber = buffer.subscriber();
         let handler = tower::service_fn(|_request: Request<()>| async {
             tracing::error!(code = "57P01", "the database went away");
             Ok::<_, Infallible>(Response::new(()))
@@ -320,11 +311,7 @@ mod tests {
     #[tokio::test]
     async fn a_clients_traceparent_is_the_trace_id_and_the_load_balancers_root_stays_beside_it() {
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields)
-            .event_format(JsonLines)
-            .with_writer(buffer.clone())
-            .finish();
+        let subscriber = buffer.subscriber();
         let handler = tower::service_fn(|_request: Request<()>| async {
             tracing::warn!("inside the handler");
             Ok::<_, Infallible>(Response::new(()))

@@ -1,11 +1,13 @@
 //! Cargo as the tasks run it: the cargo that runs xtask, in the repository
 //! root, with xtask's own package description removed from its environment;
-//! and the debug `api` binary built with it.
+//! and the debug `api` binary built with it, started on a fresh database.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use testkit::api_server::ApiServer;
 use testkit::paths::{project_root, target_dir};
+use testkit::postgres::Cluster;
 use testkit::process::run;
 
 /// `cargo`, as the one that runs us, in the repository root.
@@ -35,4 +37,19 @@ pub(crate) fn cargo() -> Command {
 pub(crate) fn debug_api() -> anyhow::Result<PathBuf> {
     run(cargo().args(["build", "--package", "api", "--locked", "--quiet"]))?;
     Ok(target_dir().join("debug/api"))
+}
+
+/// This version's api, serving a fresh database of `cluster` named after
+/// `part` (`contract`, `clients`), logging to `target/<part>/api.log`.
+pub(crate) fn serve_fresh(cluster: &Cluster, part: &str) -> anyhow::Result<ApiServer> {
+    let database = format!("{part}_{}", std::process::id());
+    cluster.create_database(&database)?;
+    let out = target_dir().join(part);
+    std::fs::create_dir_all(&out)?;
+    Ok(ApiServer::test_profile(
+        &debug_api()?,
+        &cluster.url(&database),
+        &out.join("api.log"),
+        &[],
+    )?)
 }

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use testkit::api_server::ApiServer;
 use testkit::paths::{project_root, target_dir};
 use testkit::postgres::Cluster;
 use testkit::process::{npm_ci_in, run};
 use testkit::progress::{status, step};
 
-use crate::cargo::debug_api;
+use crate::cargo::serve_fresh;
 
 /// The client's package, from the repository root.
 const PACKAGE: &str = "clients/typescript";
@@ -88,15 +87,7 @@ pub(crate) fn test(cluster: &Cluster) -> anyhow::Result<()> {
     install()?;
     check_drift()?;
     run(tool("tsc").arg("--noEmit"))?;
-    let database = format!("clients_{}", std::process::id());
-    cluster.create_database(&database)?;
-    let out = target_dir().join("clients");
-    let api = ApiServer::test_profile(
-        &debug_api()?,
-        &cluster.url(&database),
-        &out.join("api.log"),
-        &[],
-    )?;
+    let api = serve_fresh(cluster, "clients")?;
     run(Command::new("node")
         .args(["--test", "test/"])
         .current_dir(package())

@@ -5,14 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use testkit::api_server::ApiServer;
 use testkit::moto::tools_python;
 use testkit::paths::{project_root, target_dir};
 use testkit::postgres::Cluster;
 use testkit::process::run;
 use testkit::progress::{status, step};
 
-use crate::cargo::debug_api;
+use crate::cargo::serve_fresh;
 use crate::compat;
 
 /// Examples per operation and phase.
@@ -24,16 +23,8 @@ const DEFAULT_SEED: &str = "20261126";
 /// Runs every schemathesis check against a freshly started service.
 pub(crate) fn fuzz(cluster: &Cluster) -> anyhow::Result<()> {
     let schemathesis = tools_python()?.with_file_name("schemathesis");
-    let database = format!("contract_{}", std::process::id());
-    cluster.create_database(&database)?;
     let out = target_dir().join("contract");
-    std::fs::create_dir_all(&out)?;
-    let api = ApiServer::test_profile(
-        &debug_api()?,
-        &cluster.url(&database),
-        &out.join("api.log"),
-        &[],
-    )?;
+    let api = serve_fresh(cluster, "contract")?;
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
     let url = format!("http://127.0.0.1:{}", api.port());
     let fuzz = |document: &Path, examples: &str| {

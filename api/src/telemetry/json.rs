@@ -245,6 +245,15 @@ pub(crate) mod capture {
         pub(crate) fn text(&self) -> String {
             String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("UTF-8")
         }
+
+        /// A subscriber writing the service's JSON lines into this buffer.
+        pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+            tracing_subscriber::fmt()
+                .fmt_fields(super::JsonFields)
+                .event_format(super::JsonLines)
+                .with_writer(self.clone())
+                .finish()
+        }
     }
 
     impl std::io::Write for Buffer {
@@ -321,11 +330,7 @@ mod tests {
     #[test]
     fn a_line_logged_inside_spans_carries_their_fields_once() {
         let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields)
-            .event_format(JsonLines)
-            .with_writer(buffer.clone())
-            .finish();
+        let subscriber = buffer.subscriber();
 
         tracing::subscriber::with_default(subscriber, || {
             let request = tracing::info_span!("request", method = "POST", path = "/data");
