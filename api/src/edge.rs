@@ -211,11 +211,33 @@ mod tests {
     use super::*;
     use crate::telemetry::json::capture::Buffer;
 
-    /// The request id the layer answered for a request carrying `given`.
-    async fn answered_id(given: &[u8]) -> String {
-        let handler = tower::service_fn(|_request: Request<()>| async {
+    /// `request` through the layer around a handler that logs `message`
+    /// (when given) and answers 200: the response, and the lines logged.
+    /// Each call has a subscriber of its own: tracing caches whether a call
+    /// site is enabled, and a test without one running beside another
+    /// could leave the request line's call site switched off.
+    async fn through_edge(
+        request: Request<()>,
+        message: Option<&'static str>,
+    ) -> (Response<()>, String) {
+        let buffer = Buffer::default();
+        let _default = tracing::subscriber::set_default(buffer.subscriber());
+        let handler = tower::service_fn(move |_request: Request<()>| async move {
+            if let Some(message) = message {
+                tracing::error!(code = "57P01", "{message}");
+            }
             Ok::<_, Infallible>(Response::new(()))
         });
+        let response = EdgeLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        (response, buffer.text())
+    }
+
+    /// The request id the layer answered for a request carrying `given`.
+    async fn answered_id(given: &[u8]) -> String {
         let request = Request::get("/health")
             .header(
                 REQUEST_ID,
@@ -223,16 +245,7 @@ mod tests {
             )
             .body(())
             .expect("a valid request");
-        // A subscriber of its own, as the other test has: tracing caches
-        // whether a call site is enabled, and a test without one running
-        // beside it could leave the request line's call site switched off.
-        let subscriber = Buffer::default().subscriber();
-        let _default = tracing::subscriber::set_default(subscriber);
-        let response = EdgeLayer
-            .layer(handler)
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let (response, _) = through_edge(request, None).await;
         response.headers()[REQUEST_ID]
             .to_str()
             .expect("text")
@@ -262,12 +275,6 @@ mod tests {
 
     #[tokio::test]
     async fn lines_logged_while_serving_carry_the_request_and_the_request_line_is_written_once() {
-        let buffer = Buffer::default();
-        let subscriber = buffer.subscriber();
-        let handler = tower::service_fn(|_request: Request<()>| async {
-            tracing::error!(code = "57P01", "the database went away");
-            Ok::<_, Infallible>(Response::new(()))
-        });
         let request = Request::post("/data?n=1")
             .header(REQUEST_ID, "given-id")
             .header(
@@ -277,16 +284,10 @@ mod tests {
             .body(())
             .expect("a valid request");
 
-        let _default = tracing::subscriber::set_default(subscriber);
-        let response = EdgeLayer
-            .layer(handler)
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let (response, text) = through_edge(request, Some("the database went away")).await;
 
         let trace = "67891233abcdef012345678912345678";
         assert_eq!(response.headers()[TRACE_ID], trace);
-        let text = buffer.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
@@ -310,12 +311,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_clients_traceparent_is_the_trace_id_and_the_load_balancers_root_stays_beside_it() {
-        let buffer = Buffer::default();
-        let subscriber = buffer.subscriber();
-        let handler = tower::service_fn(|_request: Request<()>| async {
-            tracing::warn!("inside the handler");
-            Ok::<_, Infallible>(Response::new(()))
-        });
         let request = Request::get("/data")
             .header(
                 crate::trace::TRACEPARENT,
@@ -328,18 +323,12 @@ mod tests {
             .body(())
             .expect("a valid request");
 
-        let _default = tracing::subscriber::set_default(subscriber);
-        let response = EdgeLayer
-            .layer(handler)
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let (response, text) = through_edge(request, Some("inside the handler")).await;
 
         assert_eq!(
             response.headers()[TRACE_ID],
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        let text = buffer.text();
         assert_eq!(text.lines().count(), 2, "{text}");
         for line in text.lines() {
             let line: serde_json::Value = serde_json::from_str(line).expect("JSON");

@@ -54,6 +54,17 @@ fn described(status: &'static str) -> aws_smithy_mocks::Rule {
     })
 }
 
+/// Describe answers of an instance RDS is creating, then backing up, then
+/// has available.
+fn creating_then_available() -> [aws_smithy_mocks::Rule; 4] {
+    [
+        described("creating"),
+        described("creating"),
+        described("backing-up"),
+        described("available"),
+    ]
+}
+
 fn settings_with(id: &str) -> Settings {
     let mut settings =
         Settings::from_figment(Profile::Test, Settings::defaults_figment()).expect("defaults load");
@@ -63,12 +74,7 @@ fn settings_with(id: &str) -> Settings {
 
 #[tokio::test]
 async fn waiting_reports_each_status_until_available() {
-    let rules = [
-        described("creating"),
-        described("creating"),
-        described("backing-up"),
-        described("available"),
-    ];
+    let rules = creating_then_available();
     let client = mock_client!(aws_sdk_rds, RuleMode::Sequential, &rules);
     let mut seen = Vec::new();
 
@@ -203,12 +209,7 @@ async fn provisioning_an_existing_instance_changes_nothing() {
 async fn provisioning_again_while_the_instance_is_still_being_created_waits_for_its_endpoint() {
     // A first run was cancelled while RDS created the instance. Only
     // describe is mocked: a create call would find no rule and fail.
-    let rules = [
-        described("creating"),
-        described("creating"),
-        described("backing-up"),
-        described("available"),
-    ];
+    let rules = creating_then_available();
     let client = mock_client!(aws_sdk_rds, RuleMode::Sequential, &rules);
     let settings = settings_with("notes-db");
     let mut provisioning = settings.provisioning().expect("the defaults provision");

@@ -47,6 +47,19 @@ async fn backends(pool: &PgPool, name: &str) -> i64 {
     .expect("reads pg_stat_activity")
 }
 
+/// 32 writes at once, so that every connection of the store is open.
+async fn warm_up(app: &TestApp) {
+    let warm: Vec<_> = (0..32)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { app.store(&format!("warm {i}"), "hi").await })
+        })
+        .collect();
+    for write in warm {
+        write.await.expect("warm-up writes succeed");
+    }
+}
+
 /// Locks `data` in a transaction of its own, then has `store` (connecting as
 /// `application`) insert `notes`, and returns once that insert waits on the
 /// lock: the transaction (commit it to let the insert go on) and the insert.
@@ -238,15 +251,7 @@ async fn a_burst_right_after_a_database_restart_gets_no_failure(pool: PgPool) {
         pool.clone(),
         settings,
     );
-    let warm: Vec<_> = (0..32)
-        .map(|i| {
-            let app = app.clone();
-            tokio::spawn(async move { app.store(&format!("warm {i}"), "hi").await })
-        })
-        .collect();
-    for write in warm {
-        write.await.expect("warm-up writes succeed");
-    }
+    warm_up(&app).await;
     assert!(
         backends(&pool, "restarted").await >= 1,
         "the service is warm"
@@ -763,15 +768,7 @@ async fn writes_right_after_a_restart_quicker_than_the_validation_window_all_suc
     let mut settings = test_settings();
     settings.database.max_connections = Count::try_from(4).expect("not zero");
     let app = TestApp::over(chaos.options(named(&pool, "quick")), pool.clone(), settings);
-    let warm: Vec<_> = (0..32)
-        .map(|i| {
-            let app = app.clone();
-            tokio::spawn(async move { app.store(&format!("warm {i}"), "hi").await })
-        })
-        .collect();
-    for write in warm {
-        write.await.expect("warm-up writes succeed");
-    }
+    warm_up(&app).await;
     until(
         "every connection is back in the pool",
         Duration::from_secs(5),
