@@ -48,6 +48,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Log output.
     pub log: LogSettings,
+    /// The service's own metrics, in CloudWatch's Embedded Metric Format.
+    pub metrics: MetricsSettings,
     /// Cross-origin requests from browsers.
     pub cors: CorsSettings,
     /// The compiled web client.
@@ -139,6 +141,24 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A `tracing` filter such as `info,sqlx=warn`; `RUST_LOG` beats it.
     pub filter: String,
+}
+
+/// `metrics.*` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether the service writes its metrics at all.
+    pub enabled: bool,
+    /// How often a report is written (and so the metrics' resolution).
+    pub interval_secs: Seconds,
+    /// The file reports are appended to; unset: stdout, with the log.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The CloudWatch namespace of the metrics.
+    pub namespace: String,
+    /// The value of the metrics' `Environment` dimension: on Elastic
+    /// Beanstalk, the environment's name.
+    pub environment: String,
 }
 
 /// `cors.*` keys.
@@ -328,6 +348,38 @@ impl Settings {
             return refuse(
                 "database.lock_timeout_secs",
                 "must be at most database.statement_timeout_secs",
+            );
+        }
+        self.metrics.check(figment)
+    }
+}
+
+impl MetricsSettings {
+    /// CloudWatch's rules for a namespace and a dimension value.
+    fn check(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let refuse = |key: &str, rule: &str| Err(refusal(figment, key, rule));
+        let namespace = &self.namespace;
+        if namespace.is_empty()
+            || namespace.len() > 255
+            || namespace.starts_with("AWS/")
+            || !namespace.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | '#' | ':' | ' ')
+            })
+        {
+            return refuse(
+                "metrics.namespace",
+                "must be 1 to 255 of A-Z a-z 0-9 . - _ / # : and space, not starting with AWS/ \
+                 (CloudWatch's rule)",
+            );
+        }
+        let environment = &self.environment;
+        if environment.trim().is_empty()
+            || environment.len() > 1024
+            || environment.chars().any(char::is_control)
+        {
+            return refuse(
+                "metrics.environment",
+                "must be 1 to 1024 printable characters (a CloudWatch dimension value)",
             );
         }
         Ok(())

@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, header
 use tower::{Layer, Service};
 use tracing::Span;
 
+use crate::metrics::{Requests, Route, Unavailable};
 use crate::trace::{TRACE_ID, Trace};
 
 /// The header carrying the request id, both ways.
@@ -56,14 +58,27 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 /// The layer; see the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EdgeLayer;
+#[derive(Debug, Clone, Default)]
+pub struct EdgeLayer {
+    /// Where every answer is counted.
+    requests: Arc<Requests>,
+}
+
+impl EdgeLayer {
+    /// The layer, counting answers into `requests`.
+    pub fn new(requests: Arc<Requests>) -> EdgeLayer {
+        EdgeLayer { requests }
+    }
+}
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Edge { inner }
+        Edge {
+            inner,
+            requests: Arc::clone(&self.requests),
+        }
     }
 }
 
@@ -71,6 +86,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
+    requests: Arc<Requests>,
 }
 
 impl<S, B, R> Service<Request<B>> for Edge<S>
@@ -114,6 +130,7 @@ where
         let inner = span.in_scope(|| self.inner.call(request));
         EdgeFuture {
             started,
+            requests: Arc::clone(&self.requests),
             over_https,
             method,
             uri,
@@ -153,6 +170,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         started: Instant,
+        requests: Arc<Requests>,
         over_https: bool,
         method: Method,
         uri: Uri,
@@ -185,6 +203,13 @@ where
         if *this.over_https {
             headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
         }
+        let latency = this.started.elapsed();
+        this.requests.record(
+            Route::of(this.method, this.uri.path()),
+            response.status(),
+            latency,
+            response.extensions().get::<Unavailable>().copied(),
+        );
         // The fields are plain strings and numbers (no `Display` into
         // temporary strings): this line is written for every request.
         tracing::info!(
@@ -192,7 +217,7 @@ where
             method = this.method.as_str(),
             path = this.uri.path(),
             status = response.status().as_u16(),
-            latency_ms = this.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = latency.as_secs_f64() * 1000.0,
             request_id = this.request_id.to_str().unwrap_or("-"),
             trace_id = this.trace.id.as_str(),
             lb_trace_id = this.trace.load_balancer.as_ref().map(|id| id.as_str()),
@@ -228,7 +253,7 @@ mod tests {
             }
             Ok::<_, Infallible>(Response::new(()))
         });
-        let response = EdgeLayer
+        let response = EdgeLayer::default()
             .layer(handler)
             .oneshot(request)
             .await
@@ -341,5 +366,56 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn each_answer_is_counted_with_its_route_and_a_503_with_its_cause() {
+        let requests = Arc::new(Requests::default());
+        let layer = EdgeLayer::new(Arc::clone(&requests));
+        let handler = tower::service_fn(|request: Request<()>| async move {
+            let mut response = Response::new(());
+            if request.uri().path() == "/data" {
+                *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                response.extensions_mut().insert(Unavailable::QueueFull);
+            }
+            Ok::<_, Infallible>(response)
+        });
+        let service = layer.layer(handler);
+        for (method, path) in [("POST", "/data"), ("GET", "/health"), ("GET", "/health")] {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .expect("a valid request");
+            service.clone().oneshot(request).await.expect("infallible");
+        }
+
+        let sources = crate::metrics::Sources {
+            requests,
+            store: Arc::default(),
+            dropped_lines: || 0,
+        };
+        let text = crate::metrics::render_for_test(&sources);
+        let metrics: Vec<_> = text
+            .lines()
+            .flat_map(|line| testkit::emf::parse(line).expect("valid EMF"))
+            .collect();
+        let value = |name: &str, route: Option<&str>| {
+            metrics
+                .iter()
+                .find(|metric| {
+                    metric.name == name
+                        && metric.dimensions[0]
+                            .iter()
+                            .find(|(key, _)| key == "Route")
+                            .map(|(_, value)| value.as_str())
+                            == route
+                })
+                .map(|metric| metric.values.clone())
+        };
+        assert_eq!(value("Requests", Some("GET /health")), Some(vec![2.0]));
+        assert_eq!(value("Requests.5xx", Some("POST /data")), Some(vec![1.0]));
+        assert_eq!(value("Unavailable.QueueFull", None), Some(vec![1.0]));
+        assert_eq!(value("Unavailable.TimedOut", None), Some(vec![0.0]));
     }
 }

@@ -182,6 +182,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = problem_response(&self.problem());
+        if let ApiError::DatabaseUnavailable(cause) | ApiError::OutcomeUnknown(cause) = &self {
+            response.extensions_mut().insert(cause.metric_cause());
+        }
         let retry_after = match self {
             ApiError::DatabaseUnavailable(_) | ApiError::OutcomeUnknown(_) => RETRY_AFTER_SECS,
             ApiError::IdempotencyKeyInUse => "1",
@@ -345,4 +348,34 @@ fn as_problem(response: Response, method: &Method, uri: &Uri) -> Response {
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     Response::from_parts(parts, fresh.into_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::Unavailable;
+
+    #[test]
+    fn a_503_from_the_store_carries_its_cause_for_the_metrics() {
+        let lost = || Arc::new(sqlx::Error::PoolClosed);
+        let cases = [
+            (StoreError::Busy { capacity: 1 }, Unavailable::QueueFull),
+            (
+                StoreError::Timeout(Duration::from_secs(3)),
+                Unavailable::NoConnection,
+            ),
+            (StoreError::Unavailable(lost()), Unavailable::Database),
+            (StoreError::Unknown(lost()), Unavailable::OutcomeUnknown),
+        ];
+        for (error, cause) in cases {
+            let response = ApiError::from(error).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.extensions().get::<Unavailable>(), Some(&cause));
+        }
+        let internal = ApiError::Internal(StoreError::Stopped).into_response();
+        assert!(internal.extensions().get::<Unavailable>().is_none());
+    }
 }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod edge;
 pub mod error;
 pub mod idempotency;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

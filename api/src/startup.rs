@@ -25,11 +25,12 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::{CorsSettings, Settings};
 use crate::edge::{EdgeLayer, REQUEST_ID};
 use crate::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+use crate::metrics::{self, Reporter};
 use crate::routes::{self, data};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::trace::{TRACE_ID, TRACEPARENT};
-use crate::{db, error, idempotency, openapi, web};
+use crate::{db, error, idempotency, openapi, telemetry, web};
 
 /// Where Swagger UI is served.
 const DOCS: &str = "/docs";
@@ -61,13 +62,14 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         ));
     let cors = cors_layer(&settings.cors);
     let timeout = settings.server.request_timeout();
+    let edge = EdgeLayer::new(Arc::clone(&state.requests));
     api.merge(docs)
         .fallback(move |request| fallback.clone().serve(request))
         .layer(DefaultBodyLimit::max(data::create::BODY_LIMIT))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(EdgeLayer)
+                .layer(edge)
                 .layer(error::ProblemForBareErrorsLayer)
                 .option_layer(cors)
                 .layer(CatchPanicLayer::new())
@@ -119,6 +121,8 @@ pub struct Application {
     /// The data store the router serves from.
     store: Store,
     router: Router,
+    /// Writes the metrics every interval, and a last time at shutdown.
+    reporter: Option<Reporter>,
     grace: Duration,
     header_read_timeout: Duration,
 }
@@ -158,13 +162,27 @@ impl Application {
             |store| async move { idempotency::prune(&store).await },
         );
         let state = AppState::new(store.clone(), &settings.web)?;
+        let reporter = Reporter::start(
+            &settings.metrics,
+            metrics::Sources {
+                requests: Arc::clone(&state.requests),
+                store: store.metrics(),
+                dropped_lines: telemetry::dropped_lines,
+            },
+        );
         Ok(Application {
             listener,
             store,
+            reporter,
             router: router(state, &settings),
             grace,
             header_read_timeout,
         })
+    }
+
+    /// The data store it serves from (for its figures).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -228,6 +246,9 @@ impl Application {
         tokio::select! {
             () = graceful.shutdown() => {},
             () = tokio::time::sleep(self.grace) => tracing::warn!("grace period over: exiting with requests still in flight"),
+        }
+        if let Some(reporter) = self.reporter {
+            reporter.finish().await;
         }
         tracing::info!("stopped");
         Ok(())

@@ -1,11 +1,12 @@
-//! What every handler can reach: the data store and the built web client,
-//! in one shared allocation. Settings are not here: the router reads what
+//! What every handler can reach: the data store, the built web client and
+//! the request counts, in one shared allocation. Settings are not here: the router reads what
 //! it needs of them when it is built.
 
 use std::sync::Arc;
 
 use crate::config::WebSettings;
 use crate::idempotency::KeysInFlight;
+use crate::metrics::Requests;
 use crate::store::Store;
 use crate::web::WebAssets;
 
@@ -23,6 +24,8 @@ pub struct Shared {
     pub web: Option<Arc<WebAssets>>,
     /// The `Idempotency-Key`s whose first request is being served here.
     pub keys_in_flight: KeysInFlight,
+    /// Every answer, counted by the edge layer for the metrics.
+    pub requests: Arc<Requests>,
 }
 
 impl std::ops::Deref for AppState {
@@ -47,6 +50,7 @@ impl AppState {
             store,
             web: assets.map(Arc::new),
             keys_in_flight: KeysInFlight::default(),
+            requests: Arc::default(),
         })))
     }
 }

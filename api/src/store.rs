@@ -40,6 +40,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Post
 pub use batch::{Batched, MAX_BATCH, Receipt, Recovered};
 
 use crate::config::DatabaseSettings;
+use crate::metrics::{StoreMetrics, Unavailable};
 
 /// A connection unused for longer than this is checked before use
 /// (HikariCP's rule: busy connections are never pinged, stale ones are).
@@ -95,6 +96,20 @@ impl StoreError {
     /// Whether a retry later may succeed (an answer of 503, not 500).
     pub fn is_unavailable(&self) -> bool {
         !matches!(self, StoreError::Failed(_))
+    }
+}
+
+impl StoreError {
+    /// The cause a 503 answering this error is counted under.
+    pub fn metric_cause(&self) -> Unavailable {
+        match self {
+            StoreError::Busy { .. } => Unavailable::QueueFull,
+            StoreError::Timeout(_) => Unavailable::NoConnection,
+            StoreError::Unknown(_) => Unavailable::OutcomeUnknown,
+            StoreError::Unavailable(_) | StoreError::Failed(_) | StoreError::Stopped => {
+                Unavailable::Database
+            }
+        }
     }
 }
 
@@ -191,6 +206,8 @@ struct Core {
     losses: Arc<Losses>,
     /// Statements run and requests they served.
     counts: Counts,
+    /// What the metrics report of the store.
+    metrics: Arc<StoreMetrics>,
     /// Woken when the server refuses the credentials of a new connection
     /// (an expired IAM token), so they are renewed at once.
     refused: tokio::sync::Notify,
@@ -252,6 +269,8 @@ impl Store {
             last_ms: AtomicU64::new(0),
         });
         let checked = Arc::clone(&losses);
+        let metrics = Arc::new(StoreMetrics::default());
+        let opened = Arc::clone(&metrics);
         let pool = PgPoolOptions::new()
             .max_connections(u32::try_from(settings.max_connections.get()).unwrap_or(u32::MAX))
             .min_connections(0)
@@ -269,6 +288,12 @@ impl Store {
                     Ok(true)
                 })
             })
+            // No statement here: counting costs a new connection no
+            // round trip.
+            .after_connect(move |_connection, _meta| {
+                opened.opened();
+                Box::pin(async { Ok(()) })
+            })
             .connect_lazy_with(with_timeouts(options, timeouts));
         let core = Arc::new(Core {
             pool,
@@ -279,6 +304,7 @@ impl Store {
             connections: settings.max_connections.get(),
             losses,
             counts: Counts::default(),
+            metrics,
             refused: tokio::sync::Notify::new(),
         });
         let store = Store {
@@ -345,8 +371,9 @@ impl Store {
         let deadline = Instant::now() + core.acquire_timeout;
         tokio::spawn(async move {
             let mut connection = core.acquire(deadline).await?;
+            let started = Instant::now();
             let outcome = core.bounded(statement(&mut connection)).await;
-            core.count(1);
+            core.count(1, started);
             drop(core.keep(connection, outcome.as_ref().err()));
             Ok(outcome?)
         })
@@ -395,6 +422,11 @@ impl Store {
             statements: self.core.counts.statements.load(Ordering::Relaxed),
             requests: self.core.counts.requests.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the store counts for the metrics reports.
+    pub fn metrics(&self) -> Arc<StoreMetrics> {
+        Arc::clone(&self.core.metrics)
     }
 
     /// Closes every connection, waiting for those in use to come back.
@@ -449,13 +481,16 @@ impl Core {
     ) -> Option<PoolConnection<Postgres>> {
         if failure.is_some_and(is_connection_lost) {
             self.losses.record();
+            self.metrics.lost();
             drop(connection.detach());
             return None;
         }
         Some(connection)
     }
 
-    fn count(&self, requests: usize) {
+    /// Counts a statement serving `requests` requests, sent at `started`.
+    fn count(&self, requests: usize, started: Instant) {
+        self.metrics.statement(requests, started.elapsed());
         self.counts.statements.fetch_add(1, Ordering::Relaxed);
         self.counts
             .requests

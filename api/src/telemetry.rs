@@ -4,6 +4,7 @@
 pub(crate) mod json;
 
 use std::io::{IsTerminal as _, Write};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
@@ -16,6 +17,27 @@ const QUEUED_LINES: usize = 128_000;
 
 /// How often dropped lines are reported.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The installed log's writer and its count of dropped lines, for the
+/// metrics reporter ([`write_raw`], [`dropped_lines`]).
+static INSTALLED: OnceLock<(NonBlocking, ErrorCounter)> = OnceLock::new();
+
+/// Writes `text` (whole lines) to stdout through the log's writer, so it
+/// never lands inside a log line; straight to stdout when no log was
+/// installed.
+pub(crate) fn write_raw(text: &str) -> std::io::Result<()> {
+    match INSTALLED.get() {
+        Some((writer, _)) => writer.clone().write_all(text.as_bytes()),
+        None => std::io::stdout().lock().write_all(text.as_bytes()),
+    }
+}
+
+/// Log lines dropped so far because stdout was not read fast enough.
+pub fn dropped_lines() -> u64 {
+    INSTALLED
+        .get()
+        .map_or(0, |(_, dropped)| dropped.dropped_lines() as u64)
+}
 
 /// Keeps the log writer's thread running; dropping it writes out what is
 /// still queued. Hold it until the process ends.
@@ -59,6 +81,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
         QUEUED_LINES,
     );
     let dropped = writer.error_counter();
+    let raw = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -71,6 +94,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
             .try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("installing the logger failed: {error}"))?;
+    let _ = INSTALLED.set((raw, dropped.clone()));
     report_drops(dropped.clone());
     Ok(LogGuard {
         writer: guard,

@@ -5,10 +5,11 @@
 //! one wait loop ([`wait`]), the api as a process on port 0
 //! ([`api_server`]), PostgreSQL clusters ([`postgres`]), test certificates
 //! ([`tls`]), hosts in network namespaces ([`network`]), the HTTP client
-//! ([`http`]), write load ([`load`]), and the pinned Python tools with moto,
+//! ([`http`]), write load ([`load`]), CloudWatch's metric lines ([`emf`]), and the pinned Python tools with moto,
 //! the AWS emulator ([`moto`]).
 
 pub mod api_server;
+pub mod emf;
 pub mod http;
 pub mod load;
 pub mod moto;

@@ -143,12 +143,17 @@ trait Queue: Any + Send + Sync {
 
 impl<B: Batched> Queue for Batcher<B> {
     fn waiting(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        queued(&self.sender)
     }
 
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Requests in `sender`'s queue, a just-sent one included.
+fn queued<T>(sender: &mpsc::Sender<T>) -> usize {
+    sender.max_capacity() - sender.capacity()
 }
 
 /// The batchers, one per [`Batched`] type, started on first use.
@@ -194,19 +199,24 @@ impl Batchers {
                 .get(&TypeId::of::<B>())
                 .and_then(|queue| queue.as_any().downcast_ref::<Batcher<B>>())
             {
-                Some(batcher) => batcher.sender.try_send(job),
+                Some(batcher) => batcher
+                    .sender
+                    .try_send(job)
+                    .map(|()| queued(&batcher.sender)),
                 None => {
                     drop(batchers);
-                    self.start::<B>(core).try_send(job)
+                    let sender = self.start::<B>(core);
+                    sender.try_send(job).map(|()| queued(&sender))
                 }
             }
         };
-        sent.map_err(|error| match error {
+        let queued = sent.map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy {
                 capacity: core.queue_capacity,
             },
             mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
         })?;
+        core.metrics.arrived(queued.saturating_sub(1));
         let _abandon = Abandon(Arc::clone(&claim));
         let timeout = core.acquire_timeout;
         match tokio::time::timeout(timeout, &mut answer).await {
@@ -336,8 +346,9 @@ async fn run<B: Batched>(
             None => core.acquire(deadline).await?,
         };
         let receipt = Receipt::new();
+        let started = Instant::now();
         let outcome = core.bounded(B::run(&mut open, batch, &receipt)).await;
-        core.count(batch.len());
+        core.count(batch.len(), started);
         let lost = outcome.as_ref().err().is_some_and(is_connection_lost);
         *connection = core.keep(open, outcome.as_ref().err());
         let error = match outcome {

@@ -12,6 +12,7 @@ mod chaos;
 mod data;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod openapi;
 #[cfg(feature = "aws")]
 mod rds;
