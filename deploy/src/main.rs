@@ -164,6 +164,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             new_environment.default_property("APP_RDS__ENDPOINT", &endpoint.to_string());
         }
     }
+    // The metrics' Environment dimension (.ebextensions cannot name the
+    // environment in a property): the dashboard and alarms select by it.
+    new_environment.default_property("APP_METRICS__ENVIRONMENT", &target.environment);
     let deployed = deployer
         .deploy(&target, &cli.bundle, &label, &new_environment)
         .await?;

@@ -45,6 +45,8 @@ pub struct FileEntry {
     pub source: Option<String>,
     /// Octal mode, e.g. `000644`.
     pub mode: Option<String>,
+    /// The owning user and group, when given (cfn-init's default: root).
+    pub owner: Option<(String, String)>,
     /// `source` as written, before functions are resolved.
     pub source_spec: Option<Value>,
 }
@@ -227,6 +229,10 @@ impl Config {
                 content: spec["content"].as_str().map(str::to_owned),
                 source,
                 mode: spec["mode"].as_str().map(str::to_owned),
+                owner: spec["owner"].as_str().map(|owner| {
+                    let group = spec["group"].as_str().unwrap_or(owner);
+                    (owner.to_owned(), group.to_owned())
+                }),
                 source_spec: (!spec["source"].is_null()).then(|| spec["source"].clone()),
             };
             ensure!(

@@ -318,6 +318,18 @@ impl Instance {
                     .with_context(|| format!("files: {} mode {mode} is not octal", file.path))?;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
             }
+            if let Some((owner, group)) = &file.owner {
+                let changed = Command::new("chown")
+                    .arg(format!("{owner}:{group}"))
+                    .arg(&target)
+                    .status()
+                    .context("running chown")?;
+                ensure!(
+                    changed.success(),
+                    "files: {} owner {owner}:{group}: chown failed ({changed})",
+                    file.path
+                );
+            }
             journal.step(&format!("files: wrote {} ({})", file.path, file.file));
         }
         Ok(())

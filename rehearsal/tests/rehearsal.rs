@@ -181,6 +181,52 @@ fn diagnose(instance: &Instance) -> String {
     )
 }
 
+/// The metrics file `.ebextensions/09-metrics.config` creates for the app,
+/// on each of `names` after its old version stopped: that version's last
+/// report is there, valid Embedded Metric Format, counting the writes it
+/// answered under the rollout's load.
+fn read_the_metrics(environment: &Environment<'_>, names: &[&String]) -> anyhow::Result<()> {
+    for name in names {
+        let instance = &environment.instances[name.as_str()];
+        let path = instance.path(METRICS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{name}: no metrics file at {METRICS_FILE} ({}): the app could not write the file \
+                 .ebextensions creates for it",
+                path.display()
+            )
+        })?;
+        let mut writes = 0.0;
+        for line in text.lines() {
+            let metrics = testkit::emf::parse(line)
+                .map_err(|error| anyhow::anyhow!("{name}: {METRICS_FILE}: {error}: {line}"))?;
+            writes += metrics
+                .iter()
+                .filter(|metric| {
+                    metric.name == "Requests"
+                        && metric.dimensions[0]
+                            .iter()
+                            .any(|(key, value)| key == "Route" && value == "POST /data")
+                })
+                .flat_map(|metric| metric.values.iter())
+                .sum::<f64>();
+        }
+        ensure!(
+            writes > 0.0,
+            "{name}: the {} lines of {METRICS_FILE} count no POST /data, though the old version \
+             answered writes until it stopped:\n{text}",
+            text.lines().count()
+        );
+        status(&format!(
+            "{name}: the old version's last metrics report ({METRICS_FILE}) is valid EMF and counts {writes} POST /data"
+        ));
+    }
+    Ok(())
+}
+
+/// Where the app writes its metrics on an instance.
+const METRICS_FILE: &str = "/var/log/notes-eb/metrics.log";
+
 /// Follows the newest stored write from the load balancer's access log to
 /// the app's log: the `Root` of the `X-Amzn-Trace-Id` the load balancer
 /// sent, as 32 hex digits, is the `trace_id` of the app's request line.
@@ -461,6 +507,8 @@ fn scenario(
         v2.label,
         rolled.as_secs_f64()
     ));
+
+    read_the_metrics(environment, &[&first, &second])?;
 
     step("3. scaling out: a new instance deploys the current version without leader-only commands");
     let scaled = environment.launch(v2, false)?;

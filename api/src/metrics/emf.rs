@@ -393,4 +393,55 @@ mod tests {
             assert_eq!(Route::of(&method, path), route, "{method} {path}");
         }
     }
+
+    /// Every NotesEb metric `infra/app.yaml` names: in its alarms
+    /// (`Namespace: NotesEb` then `MetricName: …`) and in its dashboard's
+    /// JSON (`"NotesEb",` then the name, one element a line).
+    fn named_in_infra() -> Vec<String> {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/app.yaml"),
+        )
+        .expect("infra/app.yaml is readable");
+        let lines: Vec<&str> = template.lines().map(str::trim).collect();
+        lines
+            .windows(2)
+            .filter_map(|pair| match pair {
+                ["Namespace: NotesEb", next] => next.strip_prefix("MetricName: "),
+                ["\"NotesEb\",", next] => next.strip_prefix('"')?.strip_suffix("\","),
+                _ => None,
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_the_dashboard_and_alarms_name_is_one_the_service_writes() {
+        let sources = sources();
+        for route in Route::ALL {
+            sources
+                .requests
+                .record(route, StatusCode::OK, Duration::from_millis(1), None);
+        }
+        sources.store.statement(2, Duration::from_millis(1));
+        let mut written: Vec<String> = metrics(&render(&header(), &sources, 0))
+            .into_iter()
+            .map(|metric| metric.name)
+            .collect();
+        written.sort();
+        written.dedup();
+
+        let named = named_in_infra();
+
+        assert!(
+            named.len() >= 15,
+            "too few found, the scan is broken: {named:?}"
+        );
+        for name in &named {
+            assert!(
+                written.contains(name),
+                "infra/app.yaml names the metric {name}, which the service never writes \
+                 (it writes {written:?})"
+            );
+        }
+    }
 }
