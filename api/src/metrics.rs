@@ -353,7 +353,11 @@ impl Report {
             Ok(()) => self.failing = false,
             Err(error) if !self.failing => {
                 self.failing = true;
-                tracing::warn!(%error, file = ?self.file, "writing the metrics failed; trying again next interval");
+                let to = self
+                    .file
+                    .as_ref()
+                    .map_or_else(|| "stdout".to_owned(), |file| file.display().to_string());
+                tracing::warn!(%error, to, "writing the metrics failed; trying again next interval");
             }
             Err(_) => {}
         }
