@@ -39,6 +39,8 @@ const UNITS: &[&str] = &[
 /// One metric value a line carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
+    /// When, in milliseconds since 1970 (`_aws.Timestamp`).
+    pub timestamp: u64,
     /// The metric's namespace.
     pub namespace: String,
     /// Its name.
@@ -64,7 +66,8 @@ pub fn parse(line: &str) -> Result<Vec<Metric>, String> {
         .and_then(Value::as_object)
         .ok_or("the root node must have an object member _aws")?;
     only(aws, &["Timestamp", "CloudWatchMetrics"], "_aws")?;
-    aws.get("Timestamp")
+    let timestamp = aws
+        .get("Timestamp")
         .and_then(Value::as_u64)
         .ok_or("_aws.Timestamp must be an integer: milliseconds since 1970")?;
     let directives = aws
@@ -145,6 +148,7 @@ pub fn parse(line: &str) -> Result<Vec<Metric>, String> {
                 }
             };
             metrics.push(Metric {
+                timestamp,
                 namespace: namespace.clone(),
                 name,
                 unit,

@@ -112,17 +112,22 @@ pub(crate) fn test(cluster: &Cluster, engines: &[Engine]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Chromium's executable: `CHROMIUM_PATH`, else the usual places.
+pub(crate) fn chromium() -> anyhow::Result<PathBuf> {
+    find(
+        "CHROMIUM_PATH",
+        CHROMIUM_CANDIDATES,
+        "Chromium was not found: install it (Debian/Ubuntu: `sudo apt-get install chromium`) \
+         or point CHROMIUM_PATH at a Chromium or Chrome executable",
+    )
+}
+
 /// The command that runs the journeys in `engine`, with its browser and
 /// driver found (geckodriver installed when missing).
 fn journeys(engine: Engine, node_bin: &Path) -> anyhow::Result<Command> {
     match engine {
         Engine::Chromium => {
-            let chromium = find(
-                "CHROMIUM_PATH",
-                CHROMIUM_CANDIDATES,
-                "Chromium was not found: install it (Debian/Ubuntu: `sudo apt-get install chromium`) \
-                 or point CHROMIUM_PATH at a Chromium or Chrome executable",
-            )?;
+            let chromium = chromium()?;
             let mut command = Command::new(node_bin.join("playwright"));
             command.arg("test").env("CHROMIUM_PATH", chromium);
             Ok(command)

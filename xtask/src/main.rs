@@ -11,6 +11,7 @@ mod cargo;
 mod clients;
 mod compat;
 mod contract;
+mod dashboard;
 mod deploy;
 mod dev;
 mod lint;
@@ -78,6 +79,9 @@ enum Task {
     /// Benchmark the release binary against pgbench; prints a table and
     /// writes target/bench/latest.json.
     Bench(bench::Options),
+    /// Draw docs/dashboard.png: infra/app.yaml's CloudWatch dashboard from
+    /// its definition, with the api's metrics under a local scenario.
+    Dashboard,
     /// Build the Elastic Beanstalk bundle into target/bundle/ and check it.
     Bundle,
     /// Do with the bundle what Elastic Beanstalk does, behind real nginx,
@@ -132,6 +136,7 @@ impl Task {
             Task::Web { force } => web::build(force),
             Task::Reliability => test::reliability(),
             Task::Bundle => bundle::build().map(|_| ()),
+            Task::Dashboard => dashboard::run_dashboard(),
             Task::Rehearse => test::rehearse(),
             Task::Deploy { args } => deploy::deploy(&args),
             Task::Bench(options) => bench::run_bench(&options),
