@@ -1,7 +1,11 @@
 //! `cargo xtask bench`: the release binary under load from `wrk`, against
-//! `pgbench` running the same SQL on the same database in the same run.
-//! Prints a table and writes `target/bench/latest.json`. Figures only:
-//! nothing here fails on speed.
+//! `pgbench` running the same SQL on the same database in the same run,
+//! a bare axum handler, and the peer a Rust user would write instead
+//! (axum and one sqlx `PgPool`, one statement per request:
+//! `api/examples/pool_peer.rs`). PostgreSQL runs with production
+//! durability (fsync and synchronous commit on, as on RDS). Prints a table
+//! and writes `target/bench/latest.json`. Figures only: nothing here fails
+//! on speed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +43,12 @@ const HEALTH: &str = "GET /health";
 
 /// The same route on a bare axum handler (`api/examples/bare_health.rs`).
 const BARE: &str = "GET /health, bare axum";
+
+/// The suffix of the peer's scenarios.
+const PEER: &str = ", pool peer";
+
+/// The peer's pool size: sqlx's default.
+const PEER_POOL: &str = "10";
 
 /// Benchmark settings, from the command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,6 +100,8 @@ pub(crate) fn run_bench(options: &Options) -> anyhow::Result<()> {
         "--bins",
         "--example",
         "bare_health",
+        "--example",
+        "pool_peer",
         "--locked",
     ]))?;
     web::build(false)?;
@@ -130,11 +142,28 @@ impl Bench {
         std::fs::create_dir_all(&out)?;
         let cluster = Cluster::throwaway_with_settings(
             "bench",
-            // Statements per scenario, to tell how many requests each served.
-            &["shared_preload_libraries=pg_stat_statements"],
+            &[
+                // Statements per scenario, to tell how many requests each served.
+                "shared_preload_libraries=pg_stat_statements",
+                // Production durability, as RDS runs (over the throwaway
+                // cluster's speed settings): every commit waits for its
+                // flush, which is what coalescing writes saves.
+                "fsync=on",
+                "synchronous_commit=on",
+                "full_page_writes=on",
+            ],
         )?;
         cluster.create_database(DATABASE)?;
         cluster.psql(DATABASE, &["-c", "CREATE EXTENSION pg_stat_statements"])?;
+        let durability = cluster.query(
+            DATABASE,
+            "SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit')",
+        )?;
+        anyhow::ensure!(
+            durability.trim() == "on on",
+            "the bench's PostgreSQL must be durable, as RDS is: fsync and synchronous_commit are {durability:?}"
+        );
+        status("PostgreSQL: fsync on, synchronous_commit on (as RDS)");
         let url = cluster.url(DATABASE);
         let binary = target_dir().join("release/api");
         let mut migrate = Command::new(&binary);
@@ -240,6 +269,14 @@ fn measure_service(
         .context("starting the bare-handler baseline")?;
     let bare = Terminating(bare);
     wait_healthy(bare_port, Duration::from_secs(30))?;
+    let peer_port = free_port()?;
+    let peer = Command::new(target_dir().join("release/examples/pool_peer"))
+        .args([&peer_port.to_string(), &bench.url, PEER_POOL])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting the pool peer")?;
+    let peer = Terminating(peer);
+    wait_healthy(peer_port, Duration::from_secs(30))?;
     let largest = largest_asset(&project_root().join("web/dist"))?;
     let post_script = bench.post_script()?;
     let mut scenarios = vec![Scenario::new(
@@ -247,12 +284,22 @@ fn measure_service(
         format!("http://127.0.0.1:{bare_port}/health"),
     )];
     scenarios.extend(data_scenarios(&base, &post_script));
+    for scenario in data_scenarios(&format!("http://127.0.0.1:{peer_port}"), &post_script) {
+        if scenario.name != HEALTH {
+            scenarios.push(Scenario {
+                name: format!("{}{PEER}", scenario.name),
+                ..scenario
+            });
+        }
+    }
     scenarios.push(Scenario::new("GET / (br)", format!("{base}/")).compressed());
     scenarios.push(Scenario::new(&largest.0, format!("{base}/{}", largest.1)).compressed());
     let mut figures = Vec::new();
     for scenario in &scenarios {
         let pid = if scenario.name == BARE {
             bare.0.id()
+        } else if scenario.name.ends_with(PEER) {
+            peer.0.id()
         } else {
             api.pid()
         };
@@ -292,6 +339,7 @@ fn measure(
             .parse()
             .context("pg_stat_statements' calls")?;
         figures.batch = (statements > 0).then(|| figures.requests as f64 / statements as f64);
+        // The service's backends (the peer's pool is its own, not counted).
         figures.backends = bench
             .cluster
             .query(
@@ -300,7 +348,8 @@ fn measure(
             )?
             .trim()
             .parse()
-            .ok();
+            .ok()
+            .filter(|_| !scenario.name.ends_with(PEER));
     }
     Ok(figures)
 }
@@ -357,7 +406,9 @@ fn write_json(
         "seconds": options.seconds,
         "rows_loaded": ROWS,
         "cold_start_ms_median": cold_start.as_secs_f64() * 1000.0,
+        "durability": "fsync=on, synchronous_commit=on, full_page_writes=on",
         "health_to_bare_handler": health.zip(rate(api_figures, BARE)).map(|(ours, bare)| ours / bare),
+        "peer_pool_size": PEER_POOL,
         "scenarios": api_figures.iter().map(|(name, f)| json!({
             "name": name,
             "requests_per_sec": f.requests_per_sec,
@@ -370,6 +421,7 @@ fn write_json(
             "pgbench_tps": ceiling(name, ceilings),
             "ratio_to_pgbench": ceiling(name, ceilings).map(|tps| f.requests_per_sec / tps),
             "ratio_to_health": health.map(|health| f.requests_per_sec / health),
+            "ratio_to_peer": rate(api_figures, &format!("{name}{PEER}")).map(|peer| f.requests_per_sec / peer),
         })).collect::<Vec<_>>(),
     });
     let path = out.join("latest.json");
@@ -624,7 +676,7 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
 /// The pgbench ceiling of a data scenario: the same SQL, one statement
 /// per request.
 fn ceiling(name: &str, ceilings: &[f64]) -> Option<f64> {
-    let index = match name {
+    let index = match name.trim_end_matches(PEER) {
         "POST /data" => 0,
         "GET /data?n=10" => 1,
         "GET /data?n=100" => 2,
@@ -696,6 +748,14 @@ fn print_table(
             "GET /health: the service serves {:.2} of a bare axum handler's rate",
             ours / bare
         );
+    }
+    for name in ["POST /data", "GET /data?n=10", "GET /data?n=100"] {
+        if let (Some(ours), Some(peer)) = (rate(api, name), rate(api, &format!("{name}{PEER}"))) {
+            println!(
+                "{name}: the service serves {:.2}x the pool peer (axum + PgPool of {PEER_POOL}, one statement per request)",
+                ours / peer
+            );
+        }
     }
     println!(
         "cold start (exec to first 200 from /health, median of 10): {:.1} ms",
