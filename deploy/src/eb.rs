@@ -135,6 +135,10 @@ pub struct EnvironmentFlags {
     /// repeatable; they override the ones above.
     #[arg(long = "option")]
     pub options: Vec<OptionSetting>,
+    /// The connections the database takes (its `max_connections`). Unset:
+    /// estimated from the RDS instance's class.
+    #[arg(long, env = "DEPLOY_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
 }
 
 impl NewEnvironment {
@@ -148,6 +152,15 @@ impl NewEnvironment {
             OptionSetting::new("aws:ec2:instances", "InstanceTypes", &flags.instance_type),
             OptionSetting::new("aws:autoscaling:asg", "MinSize", "2"),
             OptionSetting::new("aws:autoscaling:asg", "MaxSize", "4"),
+            // Scale on CPU, which this service spends per request (HTTP,
+            // JSON, the store's queue), rather than Elastic Beanstalk's
+            // default NetworkOut; MaxSize stays what the database takes
+            // (`check_database_capacity`).
+            OptionSetting::new(TRIGGER, "MeasureName", "CPUUtilization"),
+            OptionSetting::new(TRIGGER, "Statistic", "Average"),
+            OptionSetting::new(TRIGGER, "Unit", "Percent"),
+            OptionSetting::new(TRIGGER, "UpperThreshold", "70"),
+            OptionSetting::new(TRIGGER, "LowerThreshold", "30"),
             OptionSetting::new(LAUNCH, "DisableIMDSv1", "true"),
         ];
         let optional = [
@@ -186,6 +199,59 @@ impl NewEnvironment {
             option_settings: settings,
             cname_prefix: set(&flags.cname_prefix),
         }
+    }
+
+    /// The value of an option this environment is created with.
+    pub fn option(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.option_settings
+            .iter()
+            .rev()
+            .find(|s| s.namespace == namespace && s.name == name)
+            .map(|s| s.value.as_str())
+    }
+
+    /// Refuses an environment whose largest size could open more
+    /// connections than the database takes: `MaxSize` instances, each with
+    /// `APP_DATABASE__MAX_CONNECTIONS` (the app's default, 4, when unset)
+    /// and one to migrate, against `max_connections` (given, else
+    /// estimated from `class`). Says what it checked.
+    pub fn check_database_capacity(
+        &self,
+        class: Option<&str>,
+        max_connections: Option<u32>,
+    ) -> anyhow::Result<String> {
+        let number = |namespace: &str, name: &str, default: u32| -> anyhow::Result<u32> {
+            self.option(namespace, name).map_or(Ok(default), |value| {
+                value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{namespace} {name} = {value:?} is not a number"))
+            })
+        };
+        let instances = number("aws:autoscaling:asg", "MaxSize", 4)?;
+        let pool = number(PROPERTIES, "APP_DATABASE__MAX_CONNECTIONS", APP_POOL)?;
+        let (max_connections, source) = match (max_connections, class) {
+            (Some(given), _) => (given, "--db-max-connections".to_owned()),
+            (None, Some(class)) => match ops::capacity::rds_max_connections(class) {
+                Some(estimate) => (estimate, format!("estimated for {class}")),
+                None => anyhow::bail!(
+                    "the database's class {class} is not one whose max_connections this program \
+                     knows: give it with --db-max-connections (SHOW max_connections)"
+                ),
+            },
+            (None, None) => {
+                return Ok(
+                    "database capacity not checked: the database's class is unknown (give \
+                     --db-max-connections)"
+                        .to_owned(),
+                );
+            }
+        };
+        ops::capacity::check(instances, pool, max_connections).map_err(anyhow::Error::msg)?;
+        Ok(format!(
+            "database capacity: up to {instances} instances x {} connections fit in \
+             max_connections {max_connections} ({source})",
+            ops::capacity::per_instance(pool)
+        ))
     }
 
     /// Sets the environment property `name` unless a flag or `--option`
@@ -260,6 +326,12 @@ const LAUNCH: &str = "aws:autoscaling:launchconfiguration";
 const ENVIRONMENT: &str = "aws:elasticbeanstalk:environment";
 const VPC: &str = "aws:ec2:vpc";
 const PROPERTIES: &str = "aws:elasticbeanstalk:application:environment";
+
+/// The app's `database.max_connections` default (api/config/defaults.toml).
+const APP_POOL: u32 = 4;
+
+/// The auto scaling trigger's namespace.
+const TRIGGER: &str = "aws:autoscaling:trigger";
 const CUSTOM: &str = "aws:elasticbeanstalk:customoption";
 const HTTPS_LISTENER: &str = "aws:elbv2:listener:443";
 
@@ -777,4 +849,60 @@ pub fn url(environment: &EnvironmentDescription) -> anyhow::Result<String> {
         .filter(|cname| !cname.is_empty())
         .context("the environment has no CNAME")?;
     Ok(format!("http://{cname}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_options(options: &[(&str, &str, &str)]) -> NewEnvironment {
+        NewEnvironment::from_flags(&EnvironmentFlags {
+            instance_type: "t3.small".to_owned(),
+            options: options
+                .iter()
+                .map(|&(namespace, name, value)| OptionSetting::new(namespace, name, value))
+                .collect(),
+            ..EnvironmentFlags::default()
+        })
+    }
+
+    #[test]
+    fn a_new_environment_scales_on_cpu_up_to_what_the_smallest_database_takes() {
+        let environment = with_options(&[]);
+
+        assert_eq!(
+            environment.option(TRIGGER, "MeasureName"),
+            Some("CPUUtilization")
+        );
+        let checked = environment
+            .check_database_capacity(Some("db.t4g.micro"), None)
+            .expect("4 instances of 4 connections fit in a db.t4g.micro");
+        assert!(checked.contains("4 instances x 5 connections"), "{checked}");
+    }
+
+    #[test]
+    fn more_instances_than_the_database_takes_are_refused_before_deploying() {
+        let environment = with_options(&[
+            ("aws:autoscaling:asg", "MaxSize", "10"),
+            (PROPERTIES, "APP_DATABASE__MAX_CONNECTIONS", "8"),
+        ]);
+
+        let refused = environment
+            .check_database_capacity(Some("db.t4g.micro"), None)
+            .expect_err("10 x 9 = 90 connections");
+        assert!(
+            refused.to_string().contains("may open 90 connections"),
+            "{refused}"
+        );
+
+        let given = environment.check_database_capacity(None, Some(200));
+        assert!(given.is_ok(), "a larger database, named by flag: {given:?}");
+        let unknown = environment
+            .check_database_capacity(Some("db.x2g.large"), None)
+            .expect_err("an unknown class needs the figure");
+        assert!(
+            unknown.to_string().contains("--db-max-connections"),
+            "{unknown}"
+        );
+    }
 }

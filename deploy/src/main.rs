@@ -133,10 +133,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .say(&format!("dry run: nothing is changed; version {label}"));
         if !cli.skip_provision {
             match deploy::provision::status(&cli.api)? {
-                Some(report) => println!(
-                    "would use database {} ({})",
-                    report.instance_id, report.status
-                ),
+                Some(report) => {
+                    println!(
+                        "would use database {} ({})",
+                        report.instance_id, report.status
+                    );
+                    println!(
+                        "{}",
+                        new_environment.check_database_capacity(
+                            report.instance_class.as_deref(),
+                            cli.environment_flags.db_max_connections,
+                        )?
+                    );
+                }
                 None => println!("would create the database (api db provision)"),
             }
         }
@@ -163,6 +172,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(endpoint) = &report.endpoint {
             new_environment.default_property("APP_RDS__ENDPOINT", &endpoint.to_string());
         }
+        let checked = new_environment.check_database_capacity(
+            report.instance_class.as_deref(),
+            cli.environment_flags.db_max_connections,
+        )?;
+        deployer.progress.say(&checked);
     }
     // The metrics' Environment dimension (.ebextensions cannot name the
     // environment in a property): the dashboard and alarms select by it.

@@ -21,6 +21,10 @@ pub struct InstanceReport {
     pub created: bool,
     /// Engine version.
     pub engine_version: Option<String>,
+    /// The instance class, e.g. `db.t4g.micro` (absent from reports of
+    /// earlier versions).
+    #[serde(default)]
+    pub instance_class: Option<String>,
     /// IAM database authentication is on.
     pub iam_auth: bool,
     /// Reachable from the internet (must be false).

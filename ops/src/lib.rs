@@ -1,9 +1,11 @@
 //! What the operational commands share: [`progress`], the one progress
 //! display of `api db provision` and `deploy`; [`wait`], their one polling
-//! loop; and [`db_report`], the reports `api db provision/status --json`
+//! loop; [`db_report`], the reports `api db provision/status --json`
 //! print, typed for the programs that read them (`deploy`, the
-//! rehearsal).
+//! rehearsal); and [`capacity`], how many connections an RDS instance
+//! takes and how many instances may share it.
 
+pub mod capacity;
 pub mod db_report;
 pub mod progress;
 pub mod wait;

@@ -171,6 +171,7 @@ pub fn report(instance: &DbInstance, created: bool) -> InstanceReport {
         db_name: instance.db_name().map(str::to_owned),
         created,
         engine_version: instance.engine_version().map(str::to_owned),
+        instance_class: instance.db_instance_class().map(str::to_owned),
         iam_auth: instance
             .iam_database_authentication_enabled()
             .unwrap_or(false),
