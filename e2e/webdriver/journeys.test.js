@@ -372,12 +372,22 @@ describe(`the web client in ${ENGINE}`, () => {
 
   test('a 360 px wide screen needs no horizontal scrolling', async () => {
     await open();
-    // The window's frame differs per engine: size it so the page is 360 px wide.
+    // The window's frame differs per engine: size it so the page is 360 px
+    // wide. WebKit applies a new size after answering, so each size is
+    // awaited until the page sees it (read too early, the old 1280 px page
+    // made the second size negative: "Invalid width value").
+    const before = await driver.executeScript('return window.innerWidth;');
     await driver.manage().window().setRect({ width: 360, height: 740 });
-    const inner = await driver.executeScript('return window.innerWidth;');
-    const { width } = await driver.manage().window().getRect();
+    let inner = 0;
+    let width = 0;
+    await until('the window to take its new size', async () => {
+      inner = await driver.executeScript('return window.innerWidth;');
+      ({ width } = await driver.manage().window().getRect());
+      return inner > 0 && inner <= width && (inner !== before || width === 360);
+    });
     await driver.manage().window().setRect({ width: width + 360 - inner, height: 740 });
-    assert.equal(await driver.executeScript('return window.innerWidth;'), 360);
+    await until('the page to be 360 px wide', async () =>
+      (await driver.executeScript('return window.innerWidth;')) === 360);
 
     await addEntry(unique('W'.repeat(100)), 'x'.repeat(120));
     await $('.inline-form button[type=submit]').click();
