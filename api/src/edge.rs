@@ -403,14 +403,7 @@ mod tests {
         let value = |name: &str, route: Option<&str>| {
             metrics
                 .iter()
-                .find(|metric| {
-                    metric.name == name
-                        && metric.dimensions[0]
-                            .iter()
-                            .find(|(key, _)| key == "Route")
-                            .map(|(_, value)| value.as_str())
-                            == route
-                })
+                .find(|metric| metric.name == name && metric.dimension("Route") == route)
                 .map(|metric| metric.values.clone())
         };
         assert_eq!(value("Requests", Some("GET /health")), Some(vec![2.0]));

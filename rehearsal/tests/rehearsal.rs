@@ -203,10 +203,7 @@ fn read_the_metrics(environment: &Environment<'_>, names: &[&String]) -> anyhow:
             writes += metrics
                 .iter()
                 .filter(|metric| {
-                    metric.name == "Requests"
-                        && metric.dimensions[0]
-                            .iter()
-                            .any(|(key, value)| key == "Route" && value == "POST /data")
+                    metric.name == "Requests" && metric.dimension("Route") == Some("POST /data")
                 })
                 .flat_map(|metric| metric.values.iter())
                 .sum::<f64>();

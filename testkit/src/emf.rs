@@ -53,6 +53,17 @@ pub struct Metric {
     pub values: Vec<f64>,
 }
 
+impl Metric {
+    /// The value of dimension `key` in the metric's first dimension set.
+    pub fn dimension(&self, key: &str) -> Option<&str> {
+        self.dimensions
+            .first()?
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 /// Checks one log event against the specification and returns the metrics
 /// CloudWatch would extract from it; `Err` names the broken rule.
 pub fn parse(line: &str) -> Result<Vec<Metric>, String> {

@@ -237,14 +237,7 @@ mod tests {
     ) -> &'a testkit::emf::Metric {
         metrics
             .iter()
-            .find(|metric| {
-                metric.name == name
-                    && metric.dimensions[0]
-                        .iter()
-                        .find(|(key, _)| key == "Route")
-                        .map(|(_, value)| value.as_str())
-                        == route
-            })
+            .find(|metric| metric.name == name && metric.dimension("Route") == route)
             .unwrap_or_else(|| panic!("no {name} for {route:?} in {metrics:#?}"))
     }
 

@@ -19,10 +19,7 @@ fn totals(text: &str) -> BTreeMap<(String, String), Vec<f64>> {
         let metrics = testkit::emf::parse(line).unwrap_or_else(|error| panic!("{error}: {line}"));
         for metric in metrics {
             assert_eq!(metric.namespace, "NotesEb");
-            let route = metric.dimensions[0]
-                .iter()
-                .find(|(key, _)| key == "Route")
-                .map_or(String::new(), |(_, value)| value.clone());
+            let route = metric.dimension("Route").unwrap_or_default().to_owned();
             totals
                 .entry((metric.name, route))
                 .or_default()
