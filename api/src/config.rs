@@ -141,6 +141,23 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A `tracing` filter such as `info,sqlx=warn`; `RUST_LOG` beats it.
     pub filter: String,
+    /// Which requests get their own `request` line: `all`, or `failures`
+    /// (answers other than 2xx and 3xx, and answers slower than
+    /// `slow_ms`); the metrics count every request either way.
+    pub requests: RequestLines,
+    /// With `requests = "failures"`, answers at least this slow (in
+    /// milliseconds) are logged too.
+    pub slow_ms: u64,
+}
+
+/// Which requests the edge layer writes a `request` line for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLines {
+    /// Every request.
+    All,
+    /// Failed (not 2xx or 3xx) or slow requests.
+    Failures,
 }
 
 /// `metrics.*` keys.

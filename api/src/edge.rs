@@ -10,7 +10,8 @@
 //! everything inside, so each line logged while serving a request (a
 //! database error, a 503's cause) carries its method, path, request id and
 //! trace id; and one log line per request with method, path, status,
-//! latency, request id and trace id.
+//! latency, request id and trace id (with `log.requests = "failures"`,
+//! only for failed or slow requests); every answer counted for the metrics.
 //!
 //! One hand-written layer rather than tower-http's request-id and
 //! set-header layers plus a logging middleware: each layer's future embeds
@@ -22,12 +23,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use tower::{Layer, Service};
 use tracing::Span;
 
+use crate::config::RequestLines;
 use crate::metrics::{Requests, Route, Unavailable};
 use crate::trace::{TRACE_ID, Trace};
 
@@ -58,16 +60,48 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
 /// The layer; see the module documentation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EdgeLayer {
     /// Where every answer is counted.
     requests: Arc<Requests>,
+    /// Which answers get a `request` line.
+    lines: LinePolicy,
+}
+
+impl Default for EdgeLayer {
+    fn default() -> EdgeLayer {
+        EdgeLayer::new(Arc::default(), RequestLines::All, Duration::MAX)
+    }
 }
 
 impl EdgeLayer {
-    /// The layer, counting answers into `requests`.
-    pub fn new(requests: Arc<Requests>) -> EdgeLayer {
-        EdgeLayer { requests }
+    /// The layer, counting answers into `requests` and writing a request
+    /// line for those `lines` says (with `slow`, the least latency that
+    /// counts as slow).
+    pub fn new(requests: Arc<Requests>, lines: RequestLines, slow: Duration) -> EdgeLayer {
+        EdgeLayer {
+            requests,
+            lines: LinePolicy { lines, slow },
+        }
+    }
+}
+
+/// Which answers get a `request` line.
+#[derive(Debug, Clone, Copy)]
+struct LinePolicy {
+    lines: RequestLines,
+    slow: Duration,
+}
+
+impl LinePolicy {
+    /// Whether an answer with `status` after `latency` gets its line.
+    fn logs(self, status: StatusCode, latency: Duration) -> bool {
+        match self.lines {
+            RequestLines::All => true,
+            RequestLines::Failures => {
+                !(status.is_success() || status.is_redirection()) || latency >= self.slow
+            }
+        }
     }
 }
 
@@ -78,6 +112,7 @@ impl<S> Layer<S> for EdgeLayer {
         Edge {
             inner,
             requests: Arc::clone(&self.requests),
+            lines: self.lines,
         }
     }
 }
@@ -87,6 +122,7 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     requests: Arc<Requests>,
+    lines: LinePolicy,
 }
 
 impl<S, B, R> Service<Request<B>> for Edge<S>
@@ -131,6 +167,7 @@ where
         EdgeFuture {
             started,
             requests: Arc::clone(&self.requests),
+            lines: self.lines,
             over_https,
             method,
             uri,
@@ -171,6 +208,7 @@ pin_project_lite::pin_project! {
         inner: F,
         started: Instant,
         requests: Arc<Requests>,
+        lines: LinePolicy,
         over_https: bool,
         method: Method,
         uri: Uri,
@@ -210,8 +248,11 @@ where
             latency,
             response.extensions().get::<Unavailable>().copied(),
         );
+        if !this.lines.logs(response.status(), latency) {
+            return Poll::Ready(Ok(response));
+        }
         // The fields are plain strings and numbers (no `Display` into
-        // temporary strings): this line is written for every request.
+        // temporary strings): this line may be written for every request.
         tracing::info!(
             target: "api::request",
             method = this.method.as_str(),
@@ -371,7 +412,7 @@ mod tests {
     #[tokio::test]
     async fn each_answer_is_counted_with_its_route_and_a_503_with_its_cause() {
         let requests = Arc::new(Requests::default());
-        let layer = EdgeLayer::new(Arc::clone(&requests));
+        let layer = EdgeLayer::new(Arc::clone(&requests), RequestLines::All, Duration::MAX);
         let handler = tower::service_fn(|request: Request<()>| async move {
             let mut response = Response::new(());
             if request.uri().path() == "/data" {
@@ -410,5 +451,55 @@ mod tests {
         assert_eq!(value("Requests.5xx", Some("POST /data")), Some(vec![1.0]));
         assert_eq!(value("Unavailable.QueueFull", None), Some(vec![1.0]));
         assert_eq!(value("Unavailable.TimedOut", None), Some(vec![0.0]));
+    }
+
+    #[tokio::test]
+    async fn with_failures_only_a_failed_or_slow_answer_gets_its_line_and_every_one_is_counted() {
+        let buffer = Buffer::default();
+        let _default = tracing::subscriber::set_default(buffer.subscriber());
+        let requests = Arc::new(Requests::default());
+        let layer = EdgeLayer::new(
+            Arc::clone(&requests),
+            RequestLines::Failures,
+            Duration::from_millis(50),
+        );
+        let handler = tower::service_fn(|request: Request<()>| async move {
+            let mut response = Response::new(());
+            match request.uri().path() {
+                "/missing" => *response.status_mut() = StatusCode::NOT_FOUND,
+                "/slow" => tokio::time::sleep(Duration::from_millis(60)).await,
+                _ => {}
+            }
+            Ok::<_, Infallible>(response)
+        });
+        let service = layer.layer(handler);
+        for path in ["/ok", "/missing", "/slow", "/ok"] {
+            let request = Request::get(path).body(()).expect("a valid request");
+            service.clone().oneshot(request).await.expect("infallible");
+        }
+
+        let logged: Vec<serde_json::Value> = buffer
+            .text()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON"))
+            .collect();
+        let paths: Vec<&str> = logged
+            .iter()
+            .filter(|line| line["message"] == "request")
+            .filter_map(|line| line["path"].as_str())
+            .collect();
+        assert_eq!(paths, ["/missing", "/slow"]);
+        let sources = crate::metrics::Sources {
+            requests,
+            store: Arc::default(),
+            dropped_lines: || 0,
+        };
+        let counted: f64 = crate::metrics::render_for_test(&sources)
+            .lines()
+            .flat_map(|line| testkit::emf::parse(line).expect("valid EMF"))
+            .filter(|metric| metric.name == "Requests" && metric.dimension("Route").is_some())
+            .flat_map(|metric| metric.values)
+            .sum();
+        assert_eq!(counted, 4.0, "every answer is counted");
     }
 }

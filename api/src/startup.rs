@@ -62,7 +62,11 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         ));
     let cors = cors_layer(&settings.cors);
     let timeout = settings.server.request_timeout();
-    let edge = EdgeLayer::new(Arc::clone(&state.requests));
+    let edge = EdgeLayer::new(
+        Arc::clone(&state.requests),
+        settings.log.requests,
+        Duration::from_millis(settings.log.slow_ms),
+    );
     api.merge(docs)
         .fallback(move |request| fallback.clone().serve(request))
         .layer(DefaultBodyLimit::max(data::create::BODY_LIMIT))
