@@ -223,10 +223,20 @@ impl Config {
                         .with_context(|| format!("files: {path} source"))?,
                 ),
             };
+            // cfn-init writes inline content only when it is not empty;
+            // empty content counts as none, and a file with neither fails
+            // the deployment ("File specified without source or content",
+            // its FileTool).
+            let content = spec["content"].as_str().filter(|text| !text.is_empty());
+            ensure!(
+                content.is_some() || !spec["source"].is_null() || spec["content"].is_null(),
+                "files: {path} has empty content, which cfn-init refuses (\"File specified \
+                 without source or content\"): give it some"
+            );
             let entry = FileEntry {
                 file: file.to_owned(),
                 path: path.clone(),
-                content: spec["content"].as_str().map(str::to_owned),
+                content: content.map(str::to_owned),
                 source,
                 mode: spec["mode"].as_str().map(str::to_owned),
                 owner: spec["owner"].as_str().map(|owner| {
@@ -386,6 +396,8 @@ mod tests {
             "container_command:\n  a:\n    command: x\n",
             "files:\n  relative/path:\n    content: x\n",
             "container_commands:\n  a:\n    leader_only: true\n",
+            // cfn-init refuses a file whose content is empty.
+            "files:\n  /var/log/x.log:\n    content: \"\"\n",
         ] {
             assert!(
                 Config::parse(vec![("x.config".to_owned(), bad.to_owned())]).is_err(),
