@@ -97,9 +97,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         !matches!(self, StoreError::Failed(_))
     }
-}
 
-impl StoreError {
     /// The cause a 503 answering this error is counted under.
     pub fn metric_cause(&self) -> Unavailable {
         match self {

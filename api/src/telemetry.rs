@@ -18,16 +18,16 @@ const QUEUED_LINES: usize = 128_000;
 /// How often dropped lines are reported.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// The installed log's writer and its count of dropped lines, for the
-/// metrics reporter ([`write_raw`], [`dropped_lines`]).
-static INSTALLED: OnceLock<(NonBlocking, ErrorCounter)> = OnceLock::new();
+/// The installed log's writer, for the metrics reporter ([`write_raw`],
+/// [`dropped_lines`]).
+static INSTALLED: OnceLock<NonBlocking> = OnceLock::new();
 
 /// Writes `text` (whole lines) to stdout through the log's writer, so it
 /// never lands inside a log line; straight to stdout when no log was
 /// installed.
 pub(crate) fn write_raw(text: &str) -> std::io::Result<()> {
     match INSTALLED.get() {
-        Some((writer, _)) => writer.clone().write_all(text.as_bytes()),
+        Some(writer) => writer.clone().write_all(text.as_bytes()),
         None => std::io::stdout().lock().write_all(text.as_bytes()),
     }
 }
@@ -36,7 +36,7 @@ pub(crate) fn write_raw(text: &str) -> std::io::Result<()> {
 pub fn dropped_lines() -> u64 {
     INSTALLED
         .get()
-        .map_or(0, |(_, dropped)| dropped.dropped_lines() as u64)
+        .map_or(0, |writer| writer.error_counter().dropped_lines() as u64)
 }
 
 /// Keeps the log writer's thread running; dropping it writes out what is
@@ -46,14 +46,6 @@ pub fn dropped_lines() -> u64 {
 pub struct LogGuard {
     #[allow(dead_code, reason = "held for its Drop")]
     writer: WorkerGuard,
-    dropped: ErrorCounter,
-}
-
-impl LogGuard {
-    /// Lines dropped so far because the queue was full.
-    pub fn dropped(&self) -> usize {
-        self.dropped.dropped_lines()
-    }
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, beats `log.filter`.
@@ -81,7 +73,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
         QUEUED_LINES,
     );
     let dropped = writer.error_counter();
-    let raw = writer.clone();
+    let installed_writer = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -94,12 +86,9 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
             .try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("installing the logger failed: {error}"))?;
-    let _ = INSTALLED.set((raw, dropped.clone()));
-    report_drops(dropped.clone());
-    Ok(LogGuard {
-        writer: guard,
-        dropped,
-    })
+    let _ = INSTALLED.set(installed_writer);
+    report_drops(dropped);
+    Ok(LogGuard { writer: guard })
 }
 
 /// A writer thread in front of `sink`, queueing at most `limit` lines and
