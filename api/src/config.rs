@@ -113,6 +113,10 @@ pub struct DatabaseSettings {
     /// rolling deploy's extra batch included) must stay below the server's
     /// `max_connections`, with room left for administration.
     pub max_connections: Count,
+    /// Whether the store chooses how many statements run at once, between
+    /// 1 and `max_connections`, from the wait its requests see (see
+    /// `store::limit`); when false, `max_connections` may all run at once.
+    pub adaptive_concurrency: bool,
     /// Longest a request waits for a connection from the pool before
     /// answering 503; keeps requests from hanging while the database is
     /// unreachable.

@@ -10,7 +10,7 @@
 //!   and latency, per route;
 //! - [`StoreMetrics`], by the store: how many requests were waiting when
 //!   one more arrived (the queue's depth), batch sizes, statement time,
-//!   connections opened and lost;
+//!   connections opened and lost, the statements it lets run at once;
 //! - 503 answers by cause ([`Unavailable`]), which the handler's error puts
 //!   on the response and the edge layer counts;
 //! - log lines dropped because stdout was not read fast enough.
@@ -216,6 +216,11 @@ pub struct StoreMetrics {
     opened: AtomicU64,
     /// Connections found lost (and so replaced when next needed).
     lost: AtomicU64,
+    /// The store's concurrency limit now, and the least and most it was
+    /// since the last report (0: none set yet).
+    limit: AtomicU64,
+    limit_min: AtomicU64,
+    limit_max: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -243,6 +248,27 @@ impl StoreMetrics {
     /// A connection was found lost.
     pub fn lost(&self) {
         self.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The store's concurrency limit is `limit` from now on.
+    pub fn limit(&self, limit: usize) {
+        let limit = limit as u64;
+        self.limit.store(limit, Ordering::Relaxed);
+        self.limit_max.fetch_max(limit, Ordering::Relaxed);
+        let _ = self
+            .limit_min
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |min| {
+                (min == 0 || limit < min).then_some(limit)
+            });
+    }
+
+    /// The least and the most the limit was since the last call; both
+    /// start again from the limit now.
+    fn take_limits(&self) -> (u64, u64) {
+        let now = self.limit.load(Ordering::Relaxed);
+        let min = self.limit_min.swap(now, Ordering::Relaxed);
+        let max = self.limit_max.swap(now, Ordering::Relaxed);
+        (min, max)
     }
 }
 

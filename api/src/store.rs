@@ -14,7 +14,8 @@
 //!
 //! What both keep:
 //! - at most `database.max_connections` server backends, whatever the
-//!   database does: every statement runs under `statement_timeout` and
+//!   database does, and statements in flight within a limit chosen from
+//!   the wait requests see (`limit`, `database.adaptive_concurrency`): every statement runs under `statement_timeout` and
 //!   `lock_timeout`, and one the server does not answer in time is
 //!   abandoned with its connection;
 //! - a request waits at most `database.acquire_timeout_secs` for a
@@ -28,6 +29,7 @@
 //!   database fails no request once it answers again.
 
 mod batch;
+mod limit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,6 +202,8 @@ struct Core {
     timeouts: Timeouts,
     /// Tasks per batcher: as many as there are connections.
     connections: usize,
+    /// How many statements may run at once.
+    limiter: limit::Limiter,
     /// When connections were last found lost, for the pool's check.
     losses: Arc<Losses>,
     /// Statements run and requests they served.
@@ -268,6 +272,11 @@ impl Store {
         });
         let checked = Arc::clone(&losses);
         let metrics = Arc::new(StoreMetrics::default());
+        let limiter = limit::Limiter::new(
+            settings.max_connections.get(),
+            settings.adaptive_concurrency,
+            Arc::clone(&metrics),
+        );
         let opened = Arc::clone(&metrics);
         let pool = PgPoolOptions::new()
             .max_connections(u32::try_from(settings.max_connections.get()).unwrap_or(u32::MAX))
@@ -300,6 +309,7 @@ impl Store {
             queue_capacity: settings.queue_capacity.get(),
             timeouts,
             connections: settings.max_connections.get(),
+            limiter,
             losses,
             counts: Counts::default(),
             metrics,
@@ -366,13 +376,16 @@ impl Store {
         F: for<'c> FnOnce(&'c mut PgConnection) -> Statement<'c, T> + Send + 'static,
     {
         let core = Arc::clone(&self.core);
-        let deadline = Instant::now() + core.acquire_timeout;
+        let called = Instant::now();
+        let deadline = called + core.acquire_timeout;
         tokio::spawn(async move {
+            let _slot = core.slot(deadline).await?;
             let mut connection = core.acquire(deadline).await?;
             let started = Instant::now();
             let outcome = core.bounded(statement(&mut connection)).await;
             core.count(1, started);
             drop(core.keep(connection, outcome.as_ref().err()));
+            core.limiter.answered(1, called.elapsed());
             Ok(outcome?)
         })
         .await
@@ -414,6 +427,12 @@ impl Store {
         (self.core.pool.size(), self.core.pool.num_idle())
     }
 
+    /// How many statements may run at once now (between 1 and
+    /// `database.max_connections`).
+    pub fn concurrency_limit(&self) -> usize {
+        self.core.limiter.limit()
+    }
+
     /// Statements run and requests served so far.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
@@ -434,6 +453,15 @@ impl Store {
 }
 
 impl Core {
+    /// A slot for one statement under the concurrency limit, by `deadline`.
+    async fn slot(&self, deadline: Instant) -> Result<limit::Slot<'_>, StoreError> {
+        let deadline = tokio::time::Instant::from_std(deadline.max(Instant::now()));
+        self.limiter
+            .slot(deadline)
+            .await
+            .map_err(|limit::NoSlot| StoreError::Timeout(self.acquire_timeout))
+    }
+
     /// A connection from the pool by `deadline`.
     async fn acquire(&self, deadline: Instant) -> Result<PoolConnection<Postgres>, StoreError> {
         let deadline = tokio::time::Instant::from_std(deadline.max(Instant::now()));

@@ -180,6 +180,9 @@ fn store_line(header: &Header<'_>, sources: &Sources, dropped: u64) -> String {
     );
     line.value("Connections.Opened", "Count", take(&store.opened));
     line.value("Connections.Lost", "Count", take(&store.lost));
+    let (least, most) = store.take_limits();
+    line.value("ConcurrencyLimit.Min", "Count", least);
+    line.value("ConcurrencyLimit.Max", "Count", most);
     for cause in Unavailable::ALL {
         let count = take(&sources.requests.unavailable[cause as usize]);
         line.value(cause.metric(), "Count", count);

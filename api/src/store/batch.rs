@@ -259,7 +259,7 @@ impl Batchers {
 /// again, until the store is dropped.
 async fn work<B: Batched>(core: Arc<Core>, queue: Arc<Mutex<mpsc::Receiver<Job<B>>>>) {
     loop {
-        let (jobs, deadline, connection) = {
+        let (jobs, deadline, slot, connection) = {
             // Held until the batch is formed: one task at a time gathers.
             let mut queue = queue.lock().await;
             let Some(first) = queue.recv().await else {
@@ -269,7 +269,13 @@ async fn work<B: Batched>(core: Arc<Core>, queue: Arc<Mutex<mpsc::Receiver<Job<B
                 continue;
             }
             let deadline = first.queued + core.acquire_timeout;
-            let connection = core.acquire(deadline).await;
+            // A slot under the concurrency limit, then a connection; the
+            // batch grows while the task waits for either.
+            let slot = core.slot(deadline).await;
+            let connection = match &slot {
+                Ok(_) => core.acquire(deadline).await,
+                Err(error) => Err(error.clone()),
+            };
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -278,7 +284,7 @@ async fn work<B: Batched>(core: Arc<Core>, queue: Arc<Mutex<mpsc::Receiver<Job<B
                     Err(_) => break,
                 }
             }
-            (jobs, deadline, connection)
+            (jobs, deadline, slot, connection)
         };
         match connection {
             Ok(connection) => serve(&core, connection, deadline, jobs).await,
@@ -288,6 +294,7 @@ async fn work<B: Batched>(core: Arc<Core>, queue: Arc<Mutex<mpsc::Receiver<Job<B
                 }
             }
         }
+        drop(slot);
     }
 }
 
@@ -299,6 +306,7 @@ async fn serve<B: Batched>(
     deadline: Instant,
     jobs: Vec<Job<B>>,
 ) {
+    let queued: Vec<Instant> = jobs.iter().map(|job| job.queued).collect();
     let (items, replies): (Vec<B>, Vec<_>) =
         jobs.into_iter().map(|job| (job.item, job.reply)).unzip();
     let mut replies: Vec<Option<oneshot::Sender<_>>> = replies.into_iter().map(Some).collect();
@@ -328,6 +336,9 @@ async fn serve<B: Batched>(
             }
         }
     }
+    let answered = Instant::now();
+    let waited = queued.iter().map(|queued| answered - *queued).sum();
+    core.limiter.answered(queued.len(), waited);
 }
 
 /// Runs `B`'s statement over `batch` on the connection (another one, by

@@ -9,6 +9,7 @@
 
 mod binary;
 mod chaos;
+mod concurrency;
 mod data;
 mod helpers;
 mod idempotency;
