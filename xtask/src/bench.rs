@@ -67,9 +67,50 @@ pub(crate) struct Options {
     /// full run.
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Rounds of the comparison with `--baseline`.
+    /// Rounds of the comparison with `--baseline` or `--concurrency`.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// Concurrency settings to compare on the data scenarios, alternating,
+    /// instead of the full run: numbers (a fixed limit, that many
+    /// connections) and `adaptive` (the default: the store chooses, up to
+    /// `--max-connections`). For example `1,2,4,adaptive`.
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<Setting>,
+    /// `database.max_connections` of the `adaptive` setting.
+    #[arg(long, default_value_t = 4)]
+    max_connections: u32,
+}
+
+/// A concurrency setting of `--concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    Fixed(u32),
+    Adaptive,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Setting, String> {
+        if text == "adaptive" {
+            return Ok(Setting::Adaptive);
+        }
+        match text.parse::<u32>() {
+            Ok(connections) if connections > 0 => Ok(Setting::Fixed(connections)),
+            _ => Err(format!(
+                "`{text}` is neither `adaptive` nor a number of connections (1 or more)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setting::Fixed(connections) => write!(f, "fixed {connections}"),
+            Setting::Adaptive => f.write_str("adaptive"),
+        }
+    }
 }
 
 /// One measured scenario.
@@ -108,6 +149,9 @@ pub(crate) fn run_bench(options: &Options) -> anyhow::Result<()> {
     let bench = Bench::prepare()?;
     if let Some(baseline) = &options.baseline {
         return compare(&bench, &wrk, options, baseline);
+    }
+    if !options.concurrency.is_empty() {
+        return compare_concurrency(&bench, &wrk, options);
     }
 
     step("cold start: exec to the first 200 from /health, 10 times");
@@ -186,10 +230,21 @@ impl Bench {
 
     /// `api serve` from `binary` on the bench database, production profile.
     fn serve(&self, binary: &Path, log: &str) -> anyhow::Result<ApiServer> {
+        self.serve_with(binary, log, &[])
+    }
+
+    /// [`Bench::serve`] with more environment variables.
+    fn serve_with(
+        &self,
+        binary: &Path,
+        log: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ApiServer> {
         let mut serve = api_serve(binary);
         serve
             .env("DATABASE_URL", &self.url)
-            .env("APP_PROFILE", "prod");
+            .env("APP_PROFILE", "prod")
+            .envs(env.iter().map(|(key, value)| (*key, value)));
         Ok(ApiServer::start(
             &mut serve,
             &self.out.join(log),
@@ -496,6 +551,130 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
         );
     }
     Ok(())
+}
+
+/// `--concurrency`: the service under each setting on the same database,
+/// the data scenarios in turn, the order of the settings rotating each
+/// round; prints each setting's median, its ratio to the best fixed
+/// setting of the scenario and, for `adaptive`, the limits it chose (from
+/// its metrics, reported every second).
+fn compare_concurrency(bench: &Bench, wrk: &Path, options: &Options) -> anyhow::Result<()> {
+    let settings = &options.concurrency;
+    let post_script = bench.post_script()?;
+    // Per scenario: per setting, the rates of the rounds and the limits
+    // seen (least, most).
+    let mut rates: Vec<(String, Vec<Vec<f64>>, Vec<(u64, u64)>)> = Vec::new();
+    for round in 0..options.rounds as usize {
+        for turn in 0..settings.len() {
+            let index = (turn + round) % settings.len();
+            let setting = settings[index];
+            step(&format!("round {}: {setting}", round + 1));
+            let metrics = bench.out.join(format!("concurrency-{index}.metrics"));
+            let _ = std::fs::remove_file(&metrics);
+            let (connections, adaptive) = match setting {
+                Setting::Fixed(connections) => (connections, false),
+                Setting::Adaptive => (options.max_connections, true),
+            };
+            let api = bench.serve_with(
+                &bench.binary,
+                &format!("concurrency-{index}.log"),
+                &[
+                    ("APP_DATABASE__MAX_CONNECTIONS", connections.to_string()),
+                    ("APP_DATABASE__ADAPTIVE_CONCURRENCY", adaptive.to_string()),
+                    ("APP_METRICS__ENABLED", "true".to_owned()),
+                    ("APP_METRICS__INTERVAL_SECS", "1".to_owned()),
+                    ("APP_METRICS__FILE", metrics.display().to_string()),
+                ],
+            )?;
+            let base = format!("http://127.0.0.1:{}", api.port());
+            for scenario in data_scenarios(&base, &post_script) {
+                if scenario.name == HEALTH {
+                    continue;
+                }
+                let before = std::fs::metadata(&metrics).map_or(0, |file| file.len());
+                let measured = measure(bench, wrk, options, &scenario, api.pid())?;
+                let limits = limits_reported(&metrics, before);
+                report(
+                    &format!(
+                        "{setting}: {} (limits {}..{})",
+                        scenario.name, limits.0, limits.1
+                    ),
+                    &measured,
+                );
+                let entry = match rates.iter().position(|(name, ..)| *name == scenario.name) {
+                    Some(entry) => entry,
+                    None => {
+                        rates.push((
+                            scenario.name.clone(),
+                            vec![Vec::new(); settings.len()],
+                            vec![(u64::MAX, 0); settings.len()],
+                        ));
+                        rates.len() - 1
+                    }
+                };
+                rates[entry].1[index].push(measured.requests_per_sec);
+                let seen = &mut rates[entry].2[index];
+                *seen = (seen.0.min(limits.0), seen.1.max(limits.1));
+            }
+        }
+    }
+    println!();
+    println!(
+        "{} rounds, {} connections, {} s per scenario; {}",
+        options.rounds,
+        options.connections,
+        options.seconds,
+        machine()
+    );
+    for (name, per_setting, seen) in &rates {
+        let medians: Vec<f64> = per_setting.iter().map(|rates| median(rates)).collect();
+        let best_fixed = settings
+            .iter()
+            .zip(&medians)
+            .filter(|(setting, _)| matches!(setting, Setting::Fixed(_)))
+            .map(|(_, rate)| *rate)
+            .fold(f64::NAN, f64::max);
+        println!("{name}:");
+        for ((setting, rate), (rounds, seen)) in settings
+            .iter()
+            .zip(&medians)
+            .zip(per_setting.iter().zip(seen))
+        {
+            let each = rounds
+                .iter()
+                .map(|rate| format!("{rate:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            println!(
+                "  {:<12} {rate:>9.0} req/s  {:>5.2} of the best fixed  limits {}..{}  rounds {each}",
+                setting.to_string(),
+                rate / best_fixed,
+                seen.0,
+                seen.1,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The least and most `ConcurrencyLimit` the service reported in
+/// `metrics` past byte `from`.
+fn limits_reported(metrics: &Path, from: u64) -> (u64, u64) {
+    let text = std::fs::read(metrics).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+    let mut seen = (u64::MAX, 0);
+    for line in String::from_utf8_lossy(&text[from..]).lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(least), Some(most)) = (
+            value["ConcurrencyLimit.Min"].as_u64(),
+            value["ConcurrencyLimit.Max"].as_u64(),
+        ) {
+            seen = (seen.0.min(least), seen.1.max(most));
+        }
+    }
+    seen
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
