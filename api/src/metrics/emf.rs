@@ -274,6 +274,9 @@ mod tests {
         sources.store.arrived(0);
         sources.store.arrived(6);
         sources.store.opened();
+        for limit in [4, 3, 1, 2] {
+            sources.store.limit(limit);
+        }
 
         let text = render(&header(), &sources, 7);
         let metrics = metrics(&text);
@@ -328,6 +331,8 @@ mod tests {
         assert_eq!(find(&metrics, "Unavailable.TimedOut", None).values, [1.0]);
         assert_eq!(find(&metrics, "Unavailable.Database", None).values, [0.0]);
         assert_eq!(find(&metrics, "LogLinesDropped", None).values, [7.0]);
+        assert_eq!(find(&metrics, "ConcurrencyLimit.Min", None).values, [1.0]);
+        assert_eq!(find(&metrics, "ConcurrencyLimit.Max", None).values, [4.0]);
         assert!(metrics.iter().all(|metric| metric.namespace == "NotesEb"));
 
         let next = metrics_of_next(&sources);
@@ -337,6 +342,11 @@ mod tests {
             "counts restart"
         );
         assert!(next.iter().all(|metric| metric.name != "BatchSize"));
+        assert_eq!(
+            find(&next, "ConcurrencyLimit.Max", None).values,
+            [2.0],
+            "the limit range restarts from the limit in force"
+        );
     }
 
     fn metrics_of_next(sources: &Sources) -> Vec<testkit::emf::Metric> {

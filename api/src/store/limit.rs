@@ -12,17 +12,19 @@
 //! the queue to its reply, and the limit is found by trying its
 //! neighbours, as a hill climber does:
 //! - every [`WINDOW`] (with [`MIN_REQUESTS`] answered, or a second), the
-//!   mean wait of the window's requests updates a moving average kept per
-//!   limit;
-//! - every [`PROBE_EVERY`] windows, the limit moves to a neighbour for two
-//!   windows, alternately one higher (only while the load takes every
-//!   slot) and one lower; the first window after any move is not judged,
-//!   since the queue drains (or builds) then and would flatter a higher
-//!   limit (or blame a lower one);
-//! - the probe's limit is kept when it did better: a higher one when
-//!   requests waited at least [`GAIN`] less, a lower one unless they
-//!   waited more than [`GAIN`] longer. Ties go down: fewer backends cost
-//!   the database less and make larger, cheaper batches.
+//!   mean wait of the window's requests is kept for the limit in force
+//!   (the latest [`KEPT`] per limit, none older than [`MEMORY`]);
+//! - after [`PROBE_EVERY`] windows, the limit moves to a neighbour,
+//!   alternately one higher (only while the load takes every slot) and one
+//!   lower, for one window that is not judged (the queue drains or builds
+//!   then, which would flatter a higher limit or blame a lower one) and
+//!   [`PROBE_WINDOWS`] that are;
+//! - the neighbour is kept when it did better: a higher limit when its
+//!   mean wait is below the current one's by [`GAIN`] and by twice the
+//!   standard error of the difference (window means on a busy machine
+//!   vary by far more than [`GAIN`]), a lower one unless its mean wait is
+//!   above by more than [`GAIN`]. Ties go down: fewer backends cost the
+//!   database less and make larger, cheaper batches.
 //!
 //! Under a closed load (a fixed number of clients) the mean wait is the
 //! requests in the store over the rate it serves them (Little's law), so a
@@ -48,14 +50,19 @@ pub(super) const WINDOW: Duration = Duration::from_millis(100);
 const MIN_REQUESTS: u64 = 32;
 
 /// Windows between probes.
-pub(super) const PROBE_EVERY: u32 = 6;
+pub(super) const PROBE_EVERY: u32 = 5;
+
+/// Windows a probe is judged on (after the one that settles it).
+const PROBE_WINDOWS: u32 = 2;
 
 /// How much less a higher limit must make requests wait to be kept, and
 /// how much more a lower one may.
 pub(super) const GAIN: f64 = 0.03;
 
-/// The weight of a new window in a limit's moving average.
-const WEIGHT: f64 = 0.5;
+/// Window means kept per limit: the latest [`KEPT`], none older than
+/// [`MEMORY`] (what a limit did under another load says little now).
+const KEPT: usize = 8;
+const MEMORY: Duration = Duration::from_secs(10);
 
 /// The limit, the gate that enforces it, and what moves it.
 #[derive(Debug)]
@@ -88,12 +95,32 @@ struct State {
     /// Whether the current window is the first after the limit moved:
     /// the queue drains or builds then, so it is not judged.
     settling: bool,
-    /// Windows since the last probe, and whether the next probe goes up.
+    /// Windows judged since the limit moved, and whether the next probe
+    /// goes up.
     steady: u32,
     probe_up: bool,
-    /// Per limit (index `limit - 1`): the moving average of the mean wait,
-    /// in seconds.
-    waits: Vec<Option<f64>>,
+    /// Per limit (index `limit - 1`): the mean waits of its latest
+    /// windows, in seconds.
+    waits: Vec<std::collections::VecDeque<(Instant, f64)>>,
+}
+
+/// The mean of `samples`, and the variance of that mean (unknown with
+/// fewer than 2).
+fn mean_and_error(samples: &std::collections::VecDeque<(Instant, f64)>) -> Option<(f64, f64)> {
+    let n = samples.len() as f64;
+    if samples.is_empty() {
+        return None;
+    }
+    let mean = samples.iter().map(|(_, wait)| wait).sum::<f64>() / n;
+    if samples.len() < 2 {
+        return Some((mean, f64::INFINITY));
+    }
+    let variance = samples
+        .iter()
+        .map(|(_, wait)| (wait - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
+    Some((mean, variance / n))
 }
 
 /// What the requests of the current window waited.
@@ -166,7 +193,7 @@ impl Limiter {
                 settling: false,
                 steady: 0,
                 probe_up: false,
-                waits: vec![None; max],
+                waits: vec![std::collections::VecDeque::new(); max],
             }),
         }
     }
@@ -220,7 +247,7 @@ impl Limiter {
         let mean = window.waited / window.requests as f64;
         let wanted = window.last_free * 2 >= window.taken;
         state.window = Window::new(now);
-        let next = state.decide(mean, wanted, self.max);
+        let next = state.decide(mean, wanted, self.max, now);
         self.apply(&mut state, next);
     }
 
@@ -247,32 +274,51 @@ impl State {
     /// The limit for the next window, after one at `self.limit` whose
     /// requests waited `mean` seconds on average; `wanted` when the load
     /// took every slot.
-    fn decide(&mut self, mean: f64, wanted: bool, max: usize) -> usize {
+    fn decide(&mut self, mean: f64, wanted: bool, max: usize, now: Instant) -> usize {
         if std::mem::take(&mut self.settling) {
             return self.limit;
         }
-        let next = self.judge(mean, wanted, max);
+        let next = self.judge(mean, wanted, max, now);
         self.settling = next != self.limit;
         next
     }
 
     /// [`State::decide`] for a window that is judged.
-    fn judge(&mut self, mean: f64, wanted: bool, max: usize) -> usize {
+    fn judge(&mut self, mean: f64, wanted: bool, max: usize, now: Instant) -> usize {
         let limit = self.limit;
-        let average = &mut self.waits[limit - 1];
-        if limit != self.home {
-            // A probe is judged by its own window: what this limit did
-            // long ago (under another load) says little now.
-            *average = Some(mean);
-        } else {
-            *average = Some(average.map_or(mean, |old| old * (1.0 - WEIGHT) + mean * WEIGHT));
+        for samples in &mut self.waits {
+            while samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > MEMORY)
+            {
+                samples.pop_front();
+            }
         }
+        let samples = &mut self.waits[limit - 1];
+        if samples.len() == KEPT {
+            samples.pop_front();
+        }
+        samples.push_back((now, mean));
+        self.steady += 1;
         if limit != self.home {
+            if self.steady < PROBE_WINDOWS {
+                return limit;
+            }
             // A probe ended: keep its limit if it did better.
-            let (probe, home) = (self.waits[limit - 1], self.waits[self.home - 1]);
+            let probe = mean_and_error(&self.waits[limit - 1]);
+            let home = mean_and_error(&self.waits[self.home - 1]);
             let keep = match (probe, home) {
-                (Some(probe), Some(home)) if limit > self.home => probe < home * (1.0 - GAIN),
-                (Some(probe), Some(home)) => probe <= home * (1.0 + GAIN),
+                (Some((probe, probe_error)), Some((home, home_error))) => {
+                    let better = home - probe;
+                    if limit > self.home {
+                        // Clearly better: by GAIN, and by twice the
+                        // standard error of the difference (noise on a
+                        // busy machine is far above GAIN).
+                        better > GAIN * home && better.powi(2) > 4.0 * (probe_error + home_error)
+                    } else {
+                        -better <= GAIN * home
+                    }
+                }
                 _ => false,
             };
             if keep {
@@ -281,13 +327,13 @@ impl State {
             tracing::debug!(
                 probe = limit,
                 kept = keep,
-                wait_ms = mean * 1000.0,
+                wait_ms = probe.map(|(mean, _)| mean * 1000.0),
+                home_wait_ms = home.map(|(mean, _)| mean * 1000.0),
                 "the store's concurrency probe ended"
             );
             self.steady = 0;
             return self.home;
         }
-        self.steady += 1;
         if self.steady < PROBE_EVERY {
             return limit;
         }
