@@ -561,9 +561,7 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
 fn compare_concurrency(bench: &Bench, wrk: &Path, options: &Options) -> anyhow::Result<()> {
     let settings = &options.concurrency;
     let post_script = bench.post_script()?;
-    // Per scenario: per setting, the rates of the rounds and the limits
-    // seen (least, most).
-    let mut rates: Vec<(String, Vec<Vec<f64>>, Vec<(u64, u64)>)> = Vec::new();
+    let mut rates: Vec<(String, Vec<Vec<f64>>, Vec<Limits>)> = Vec::new();
     for round in 0..options.rounds as usize {
         for turn in 0..settings.len() {
             let index = (turn + round) % settings.len();
@@ -657,9 +655,13 @@ fn compare_concurrency(bench: &Bench, wrk: &Path, options: &Options) -> anyhow::
     Ok(())
 }
 
+/// The least and most concurrency limit seen, per scenario and setting
+/// (the rates of its rounds are beside it).
+type Limits = (u64, u64);
+
 /// The least and most `ConcurrencyLimit` the service reported in
 /// `metrics` past byte `from`.
-fn limits_reported(metrics: &Path, from: u64) -> (u64, u64) {
+fn limits_reported(metrics: &Path, from: u64) -> Limits {
     let text = std::fs::read(metrics).unwrap_or_default();
     let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
     let mut seen = (u64::MAX, 0);
