@@ -67,6 +67,11 @@ pub(crate) struct Options {
     /// full run.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// With `--baseline`, the `api` binary measured against it instead of
+    /// this build: the bundle's static musl build
+    /// (`target/x86_64-unknown-linux-musl/release/api`), say.
+    #[arg(long, requires = "baseline")]
+    candidate: Option<PathBuf>,
     /// Rounds of the comparison with `--baseline` or `--concurrency`.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
@@ -490,7 +495,10 @@ fn write_json(
 /// round; prints each side's median and their ratio.
 fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> anyhow::Result<()> {
     let sides = [
-        ("this build", bench.binary.clone()),
+        (
+            "this build",
+            options.candidate.clone().unwrap_or(bench.binary.clone()),
+        ),
         ("baseline", baseline.to_path_buf()),
     ];
     let post_script = bench.post_script()?;
@@ -522,11 +530,12 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
     }
     println!();
     println!(
-        "{} rounds, {} connections, {} s per scenario; {}; baseline {}",
+        "{} rounds, {} connections, {} s per scenario; {}; this build {}; baseline {}",
         options.rounds,
         options.connections,
         options.seconds,
         machine(),
+        sides[0].1.display(),
         baseline.display()
     );
     println!(
