@@ -6,10 +6,12 @@
 //! (`X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, unless
 //! the handler chose its own), and `Strict-Transport-Security` when the
 //! request reached the load balancer over HTTPS (its `X-Forwarded-Proto`,
-//! which the platform's nginx passes through); a `request` span around
-//! everything inside, so each line logged while serving a request (a
-//! database error, a 503's cause) carries its method, path, request id and
-//! trace id; and one log line per request with method, path, status,
+//! which the platform's nginx passes through); the request's method, path,
+//! request id and trace id lent to the thread while it serves the request
+//! ([`crate::telemetry::request`]), so each line logged meanwhile (a
+//! database error, a 503's cause) carries them, and with the pretty format
+//! a `request` span with the same fields; one log line per request with
+//! method, path, status,
 //! latency, request id and trace id (with `log.requests = "failures"`,
 //! only for failed or slow requests); every answer counted for the metrics.
 //!
@@ -25,12 +27,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 use tracing::Span;
 
 use crate::config::RequestLines;
 use crate::metrics::{Requests, Route, Unavailable};
+use crate::telemetry::request::{self, RequestFields};
 use crate::trace::{TRACE_ID, Trace};
 
 /// The header carrying the request id, both ways.
@@ -66,6 +69,9 @@ pub struct EdgeLayer {
     requests: Arc<Requests>,
     /// Which answers get a `request` line.
     lines: LinePolicy,
+    /// Whether each request gets a `request` span too (for the pretty
+    /// format, which shows spans; the JSON lines read the lent fields).
+    spans: bool,
 }
 
 impl Default for EdgeLayer {
@@ -82,7 +88,14 @@ impl EdgeLayer {
         EdgeLayer {
             requests,
             lines: LinePolicy { lines, slow },
+            spans: false,
         }
+    }
+
+    /// The layer, also entering a `request` span around each request when
+    /// `spans` is true.
+    pub fn with_spans(self, spans: bool) -> EdgeLayer {
+        EdgeLayer { spans, ..self }
     }
 }
 
@@ -113,6 +126,7 @@ impl<S> Layer<S> for EdgeLayer {
             inner,
             requests: Arc::clone(&self.requests),
             lines: self.lines,
+            spans: self.spans,
         }
     }
 }
@@ -123,6 +137,7 @@ pub struct Edge<S> {
     inner: S,
     requests: Arc<Requests>,
     lines: LinePolicy,
+    spans: bool,
 }
 
 impl<S, B, R> Service<Request<B>> for Edge<S>
@@ -151,28 +166,33 @@ where
             .headers()
             .get(X_FORWARDED_PROTO)
             .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
-        let trace = Trace::of(request.headers());
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        let span = tracing::info_span!(
-            target: "api::request",
-            "request",
-            method = method.as_str(),
-            path = uri.path(),
-            request_id = request_id.to_str().unwrap_or("-"),
-            trace_id = trace.id.as_str(),
-            lb_trace_id = trace.load_balancer.as_ref().map(|id| id.as_str()),
-        );
-        let inner = span.in_scope(|| self.inner.call(request));
+        let fields = RequestFields {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            request_id,
+            trace: Trace::of(request.headers()),
+        };
+        let span = if self.spans {
+            tracing::info_span!(
+                target: "api::request",
+                "request",
+                method = fields.method.as_str(),
+                path = fields.uri.path(),
+                request_id = fields.request_id(),
+                trace_id = fields.trace.id.as_str(),
+                lb_trace_id = fields.trace.load_balancer.as_ref().map(|id| id.as_str()),
+            )
+        } else {
+            Span::none()
+        };
+        let mut fields = Some(fields);
+        let inner = request::within(&mut fields, || span.in_scope(|| self.inner.call(request)));
         EdgeFuture {
             started,
             requests: Arc::clone(&self.requests),
             lines: self.lines,
             over_https,
-            method,
-            uri,
-            request_id,
-            trace,
+            fields,
             span,
             inner,
         }
@@ -210,12 +230,11 @@ pin_project_lite::pin_project! {
         requests: Arc<Requests>,
         lines: LinePolicy,
         over_https: bool,
-        method: Method,
-        uri: Uri,
-        request_id: HeaderValue,
-        trace: Trace,
-        // Entered while the inner service runs; the request line itself
-        // is written outside it, with the same fields of its own.
+        // Lent to the thread while the inner service runs; the request
+        // line itself is written outside, with the same fields of its own.
+        fields: Option<RequestFields>,
+        // With the pretty format, entered while the inner service runs;
+        // otherwise `Span::none()`.
         span: Span,
     }
 }
@@ -228,11 +247,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = this.span.in_scope(|| this.inner.poll(cx));
+        let (span, inner) = (this.span, this.inner);
+        let polled = request::within(this.fields, || span.in_scope(|| inner.poll(cx)));
         let mut response = ready!(polled)?;
+        let fields = this
+            .fields
+            .as_ref()
+            .expect("the fields are given back after every poll");
         let headers = response.headers_mut();
-        headers.insert(REQUEST_ID, this.request_id.clone());
-        headers.insert(TRACE_ID, this.trace.id.header_value());
+        headers.insert(REQUEST_ID, fields.request_id.clone());
+        headers.insert(TRACE_ID, fields.trace.id.header_value());
         for (name, value) in SECURITY_HEADERS {
             if !headers.contains_key(&name) {
                 headers.insert(name, value);
@@ -243,7 +267,7 @@ where
         }
         let latency = this.started.elapsed();
         this.requests.record(
-            Route::of(this.method, this.uri.path()),
+            Route::of(&fields.method, fields.uri.path()),
             response.status(),
             latency,
             response.extensions().get::<Unavailable>().copied(),
@@ -255,13 +279,13 @@ where
         // temporary strings): this line may be written for every request.
         tracing::info!(
             target: "api::request",
-            method = this.method.as_str(),
-            path = this.uri.path(),
+            method = fields.method.as_str(),
+            path = fields.uri.path(),
             status = response.status().as_u16(),
             latency_ms = latency.as_secs_f64() * 1000.0,
-            request_id = this.request_id.to_str().unwrap_or("-"),
-            trace_id = this.trace.id.as_str(),
-            lb_trace_id = this.trace.load_balancer.as_ref().map(|id| id.as_str()),
+            request_id = fields.request_id(),
+            trace_id = fields.trace.id.as_str(),
+            lb_trace_id = fields.trace.load_balancer.as_ref().map(|id| id.as_str()),
             "request"
         );
         Poll::Ready(Ok(response))
@@ -373,6 +397,44 @@ mod tests {
             assert_eq!(line["trace_id"], trace, "{line}");
             assert!(line.get("lb_trace_id").is_none(), "{line}");
         }
+    }
+
+    #[tokio::test]
+    async fn with_spans_the_pretty_format_shows_the_request_on_lines_logged_inside() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .compact()
+            .with_ansi(false)
+            .with_writer(buffer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let handler = tower::service_fn(|_request: Request<()>| async {
+            tracing::warn!("inside the handler");
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        let request = Request::get("/data")
+            .header(REQUEST_ID, "given-id")
+            .body(())
+            .expect("a valid request");
+
+        EdgeLayer::default()
+            .with_spans(true)
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("infallible");
+
+        let text = buffer.text();
+        let inside = text
+            .lines()
+            .find(|line| line.contains("inside the handler"))
+            .unwrap_or_else(|| panic!("no line from the handler in {text:?}"));
+        assert!(
+            inside.contains("request_id=")
+                && inside.contains("given-id")
+                && inside.contains("path="),
+            "{inside}"
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::{CorsSettings, Settings};
+use crate::config::{CorsSettings, LogFormat, Settings};
 use crate::edge::{EdgeLayer, REQUEST_ID};
 use crate::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::metrics::{self, Reporter};
@@ -66,7 +66,8 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         Arc::clone(&state.requests),
         settings.log.requests,
         Duration::from_millis(settings.log.slow_ms),
-    );
+    )
+    .with_spans(settings.log.format == LogFormat::Pretty);
     api.merge(docs)
         .fallback(move |request| fallback.clone().serve(request))
         .layer(DefaultBodyLimit::max(data::create::BODY_LIMIT))

@@ -2,6 +2,7 @@
 //! one-line-per-request log is written by `edge`.
 
 pub(crate) mod json;
+pub mod request;
 
 use std::io::{IsTerminal as _, Write};
 use std::sync::OnceLock;
