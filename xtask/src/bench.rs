@@ -130,6 +130,10 @@ struct Figures {
     backends: Option<u64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// The server process's CPU time (user and system, all threads) per
+    /// request, in microseconds: steadier than the rate on a machine whose
+    /// cores wrk and PostgreSQL share.
+    cpu_us: Option<f64>,
     errors: u64,
     peak_rss_mb: Option<f64>,
 }
@@ -385,9 +389,16 @@ fn measure(
     bench
         .cluster
         .query(DATABASE, "SELECT pg_stat_statements_reset()")?;
+    let cpu_before = cpu_seconds(pid);
     let output = run_quiet(wrk_command(wrk, options, options.seconds, scenario))?;
+    let cpu_after = cpu_seconds(pid);
     let mut figures = parse_wrk(&output)?;
     figures.peak_rss_mb = peak_rss_mb(pid);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after)
+        && figures.requests > 0
+    {
+        figures.cpu_us = Some((after - before) * 1e6 / figures.requests as f64);
+    }
     if scenario.name.contains("/data") {
         let statements: u64 = bench
             .cluster
@@ -417,12 +428,13 @@ fn measure(
 /// A scenario's figures as one line of progress.
 fn report(name: &str, figures: &Figures) {
     status(&format!(
-        "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB{}",
+        "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, peak RSS {:.1} MB, server CPU {:.2} µs/request{}",
         figures.requests_per_sec,
         figures.p50_ms.unwrap_or_default(),
         figures.p99_ms.unwrap_or_default(),
         figures.errors,
         figures.peak_rss_mb.unwrap_or_default(),
+        figures.cpu_us.unwrap_or_default(),
         figures.batch.map_or_else(String::new, |batch| format!(
             ", {batch:.1} requests per statement on {} backends",
             figures.backends.unwrap_or_default()
@@ -503,6 +515,7 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
     ];
     let post_script = bench.post_script()?;
     let mut rates: Vec<(String, [Vec<f64>; 2])> = Vec::new();
+    let mut cpu: Vec<[Vec<f64>; 2]> = Vec::new();
     for round in 0..options.rounds {
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
@@ -521,10 +534,12 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
                     Some(index) => index,
                     None => {
                         rates.push((scenario.name.clone(), [Vec::new(), Vec::new()]));
+                        cpu.push([Vec::new(), Vec::new()]);
                         rates.len() - 1
                     }
                 };
                 rates[index].1[side].push(measured.requests_per_sec);
+                cpu[index][side].extend(measured.cpu_us);
             }
         }
     }
@@ -539,15 +554,16 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
         baseline.display()
     );
     println!(
-        "| {:<18} | {:>12} | {:>12} | {:>7} | rounds (this build / baseline) |",
-        "scenario", "this build", "baseline", "ratio"
+        "| {:<18} | {:>12} | {:>12} | {:>7} | {:>15} | {:>7} | rounds (this build / baseline) |",
+        "scenario", "this build", "baseline", "ratio", "CPU µs/req", "ratio"
     );
     println!(
-        "|{:-<20}|{:->14}|{:->14}|{:->9}|{:-<32}|",
-        "", "", "", "", ""
+        "|{:-<20}|{:->14}|{:->14}|{:->9}|{:->17}|{:->9}|{:-<32}|",
+        "", "", "", "", "", "", ""
     );
-    for (name, [ours, theirs]) in &rates {
+    for ((name, [ours, theirs]), [ours_cpu, theirs_cpu]) in rates.iter().zip(&cpu) {
         let (ours_median, theirs_median) = (median(ours), median(theirs));
+        let (ours_cpu, theirs_cpu) = (median(ours_cpu), median(theirs_cpu));
         let each = ours
             .iter()
             .zip(theirs)
@@ -555,8 +571,10 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
             .collect::<Vec<_>>()
             .join(" ");
         println!(
-            "| {name:<18} | {ours_median:>12.0} | {theirs_median:>12.0} | {:>7.2} | {each} |",
-            ours_median / theirs_median
+            "| {name:<18} | {ours_median:>12.0} | {theirs_median:>12.0} | {:>7.2} | {:>15} | {:>7.2} | {each} |",
+            ours_median / theirs_median,
+            format!("{ours_cpu:.2} / {theirs_cpu:.2}"),
+            ours_cpu / theirs_cpu
         );
     }
     Ok(())
@@ -855,6 +873,20 @@ fn reset_peak_rss(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
+/// The CPU time a process has used so far (user and system, every
+/// thread), in seconds (Linux: `/proc/<pid>/stat` counts in USER_HZ
+/// ticks, 100 a second on every architecture Linux runs this on).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 14th and 15th of the line.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 /// The peak resident set size since the last reset, in MB (Linux).
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -898,13 +930,14 @@ fn print_table(
         machine()
     );
     println!(
-        "| {:<30} | {:>9} | {:>8} | {:>8} | {:>6} | {:>8} | {:>9} | {:>9} | {:>8} | {:>7} | {:>8} |",
+        "| {:<30} | {:>9} | {:>8} | {:>8} | {:>6} | {:>8} | {:>7} | {:>9} | {:>9} | {:>8} | {:>7} | {:>8} |",
         "scenario",
         "req/s",
         "p50 ms",
         "p99 ms",
         "errors",
         "RSS MB",
+        "CPU µs",
         "pgbench/s",
         "API÷pgb",
         "÷/health",
@@ -912,20 +945,21 @@ fn print_table(
         "backends"
     );
     println!(
-        "|{:-<32}|{:->11}|{:->10}|{:->10}|{:->8}|{:->10}|{:->11}|{:->11}|{:->10}|{:->9}|{:->10}|",
-        "", "", "", "", "", "", "", "", "", "", ""
+        "|{:-<32}|{:->11}|{:->10}|{:->10}|{:->8}|{:->10}|{:->9}|{:->11}|{:->11}|{:->10}|{:->9}|{:->10}|",
+        "", "", "", "", "", "", "", "", "", "", "", ""
     );
     let or_blank = |value: Option<String>| value.unwrap_or_default();
     for (name, f) in api {
         let tps = ceiling(name, ceilings);
         println!(
-            "| {:<30} | {:>9.0} | {:>8.2} | {:>8.2} | {:>6} | {:>8.1} | {:>9} | {:>9} | {:>8} | {:>7} | {:>8} |",
+            "| {:<30} | {:>9.0} | {:>8.2} | {:>8.2} | {:>6} | {:>8.1} | {:>7} | {:>9} | {:>9} | {:>8} | {:>7} | {:>8} |",
             name,
             f.requests_per_sec,
             f.p50_ms.unwrap_or_default(),
             f.p99_ms.unwrap_or_default(),
             f.errors,
             f.peak_rss_mb.unwrap_or_default(),
+            or_blank(f.cpu_us.map(|cpu| format!("{cpu:.2}"))),
             or_blank(tps.map(|tps| format!("{tps:.0}"))),
             or_blank(tps.map(|tps| format!("{:.2}", f.requests_per_sec / tps))),
             or_blank(health.map(|health| format!("{:.2}", f.requests_per_sec / health))),
@@ -936,6 +970,17 @@ fn print_table(
     if let (Some(ours), Some(bare)) = (health, rate(api, BARE)) {
         println!(
             "GET /health: the service serves {:.2} of a bare axum handler's rate",
+            ours / bare
+        );
+    }
+    let cpu = |name: &str| {
+        api.iter()
+            .find(|(scenario, _)| scenario == name)
+            .and_then(|(_, figures)| figures.cpu_us)
+    };
+    if let (Some(ours), Some(bare)) = (cpu(HEALTH), cpu(BARE)) {
+        println!(
+            "GET /health: the service spends {ours:.2} µs of CPU a request, {:.2}x a bare axum handler's {bare:.2}",
             ours / bare
         );
     }
