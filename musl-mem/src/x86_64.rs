@@ -64,9 +64,7 @@ unsafe fn small(dest: *mut u8, src: *const u8, n: usize) {
             let v = |i: usize| _mm_loadu_si128(src.add(i).cast::<__m128i>());
             let put = |i: usize, x| _mm_storeu_si128(dest.add(i).cast::<__m128i>(), x);
             if n <= 32 {
-                let (a, b) = (v(0), v(n - 16));
-                put(0, a);
-                put(n - 16, b);
+                ends::<__m128i>(dest, src, n);
             } else if n <= 64 {
                 let (a, b, c, d) = (v(0), v(16), v(n - 32), v(n - 16));
                 put(0, a);
@@ -84,29 +82,35 @@ unsafe fn small(dest: *mut u8, src: *const u8, n: usize) {
                 }
             }
         } else if n >= 8 {
-            let (a, b) = (
-                src.cast::<u64>().read_unaligned(),
-                src.add(n - 8).cast::<u64>().read_unaligned(),
-            );
-            dest.cast::<u64>().write_unaligned(a);
-            dest.add(n - 8).cast::<u64>().write_unaligned(b);
+            ends::<u64>(dest, src, n);
         } else if n >= 4 {
-            let (a, b) = (
-                src.cast::<u32>().read_unaligned(),
-                src.add(n - 4).cast::<u32>().read_unaligned(),
-            );
-            dest.cast::<u32>().write_unaligned(a);
-            dest.add(n - 4).cast::<u32>().write_unaligned(b);
+            ends::<u32>(dest, src, n);
         } else if n >= 2 {
-            let (a, b) = (
-                src.cast::<u16>().read_unaligned(),
-                src.add(n - 2).cast::<u16>().read_unaligned(),
-            );
-            dest.cast::<u16>().write_unaligned(a);
-            dest.add(n - 2).cast::<u16>().write_unaligned(b);
+            ends::<u16>(dest, src, n);
         } else if n == 1 {
             dest.write(src.read());
         }
+    }
+}
+
+/// Copies the first and the last `size_of::<T>()` bytes, both loaded
+/// before either is stored: all of them when `n` lies between that size
+/// and twice it.
+///
+/// # Safety
+/// As [`copy`], with `size_of::<T>() <= n <= 2 * size_of::<T>()`.
+#[inline(always)]
+unsafe fn ends<T>(dest: *mut u8, src: *const u8, n: usize) {
+    let last = n - size_of::<T>();
+    // SAFETY: offsets `0` and `last` with a width of `size_of::<T>()`
+    // stay within the first `n` bytes; the accesses are unaligned ones.
+    unsafe {
+        let (first, end) = (
+            src.cast::<T>().read_unaligned(),
+            src.add(last).cast::<T>().read_unaligned(),
+        );
+        dest.cast::<T>().write_unaligned(first);
+        dest.add(last).cast::<T>().write_unaligned(end);
     }
 }
 
