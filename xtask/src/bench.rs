@@ -502,6 +502,9 @@ fn write_json(
     Ok(())
 }
 
+/// A scenario's figures for this build and the baseline, round by round.
+type Sides = [Vec<f64>; 2];
+
 /// `--baseline`: this build and another `api` binary on the same
 /// database, each scenario in turn, alternating which goes first in each
 /// round; prints each side's median and their ratio.
@@ -514,8 +517,8 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
         ("baseline", baseline.to_path_buf()),
     ];
     let post_script = bench.post_script()?;
-    let mut rates: Vec<(String, [Vec<f64>; 2])> = Vec::new();
-    let mut cpu: Vec<[Vec<f64>; 2]> = Vec::new();
+    // Per scenario: each side's rates and CPU times per request.
+    let mut rates: Vec<(String, Sides, Sides)> = Vec::new();
     for round in 0..options.rounds {
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
@@ -530,16 +533,19 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
             for scenario in data_scenarios(&base, &post_script) {
                 let measured = measure(bench, wrk, options, &scenario, api.pid())?;
                 report(&format!("{label}: {}", scenario.name), &measured);
-                let index = match rates.iter().position(|(name, _)| *name == scenario.name) {
+                let index = match rates.iter().position(|(name, ..)| *name == scenario.name) {
                     Some(index) => index,
                     None => {
-                        rates.push((scenario.name.clone(), [Vec::new(), Vec::new()]));
-                        cpu.push([Vec::new(), Vec::new()]);
+                        rates.push((
+                            scenario.name.clone(),
+                            Default::default(),
+                            Default::default(),
+                        ));
                         rates.len() - 1
                     }
                 };
                 rates[index].1[side].push(measured.requests_per_sec);
-                cpu[index][side].extend(measured.cpu_us);
+                rates[index].2[side].extend(measured.cpu_us);
             }
         }
     }
@@ -561,7 +567,7 @@ fn compare(bench: &Bench, wrk: &Path, options: &Options, baseline: &Path) -> any
         "|{:-<20}|{:->14}|{:->14}|{:->9}|{:->17}|{:->9}|{:-<32}|",
         "", "", "", "", "", "", ""
     );
-    for ((name, [ours, theirs]), [ours_cpu, theirs_cpu]) in rates.iter().zip(&cpu) {
+    for (name, [ours, theirs], [ours_cpu, theirs_cpu]) in &rates {
         let (ours_median, theirs_median) = (median(ours), median(theirs));
         let (ours_cpu, theirs_cpu) = (median(ours_cpu), median(theirs_cpu));
         let each = ours
