@@ -3,15 +3,16 @@
 
 pub(crate) mod json;
 pub mod request;
+mod writer;
 
 use std::io::{IsTerminal as _, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
+use writer::{LineWriter, WriterGuard};
 
 /// Lines that may wait for the writer thread; more are dropped.
 const QUEUED_LINES: usize = 128_000;
@@ -21,23 +22,21 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The installed log's writer, for the metrics reporter ([`write_raw`],
 /// [`dropped_lines`]).
-static INSTALLED: OnceLock<NonBlocking> = OnceLock::new();
+static INSTALLED: OnceLock<LineWriter> = OnceLock::new();
 
 /// Writes `text` (whole lines) to stdout through the log's writer, so it
 /// never lands inside a log line; straight to stdout when no log was
 /// installed.
 pub(crate) fn write_raw(text: &str) -> std::io::Result<()> {
     match INSTALLED.get() {
-        Some(writer) => writer.clone().write_all(text.as_bytes()),
+        Some(mut writer) => writer.write_all(text.as_bytes()),
         None => std::io::stdout().lock().write_all(text.as_bytes()),
     }
 }
 
 /// Log lines dropped so far because stdout was not read fast enough.
 pub fn dropped_lines() -> u64 {
-    INSTALLED
-        .get()
-        .map_or(0, |writer| writer.error_counter().dropped_lines() as u64)
+    INSTALLED.get().map_or(0, LineWriter::dropped_lines)
 }
 
 /// Keeps the log writer's thread running; dropping it writes out what is
@@ -46,15 +45,16 @@ pub fn dropped_lines() -> u64 {
 #[must_use = "logs still queued are lost when this is dropped early"]
 pub struct LogGuard {
     #[allow(dead_code, reason = "held for its Drop")]
-    writer: WorkerGuard,
+    writer: WriterGuard,
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, beats `log.filter`.
 ///
-/// Lines are written to stdout by a thread of their own, so a request never
-/// waits for a write, not even when nothing reads stdout: lines then queue
-/// up to [`QUEUED_LINES`], the ones after that are dropped and counted, and
-/// a warning says how many every [`REPORT_EVERY`] while it goes on.
+/// Lines are written to stdout by a thread of their own, in batches
+/// ([`writer`]), so a request never waits for a write, not even when
+/// nothing reads stdout: lines then queue up to [`QUEUED_LINES`], the ones
+/// after that are dropped and counted, and a warning says how many every
+/// [`REPORT_EVERY`] while it goes on.
 pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(&directives).map_err(|error| {
@@ -67,13 +67,8 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
             )
         })?,
     };
-    // The writer thread drains every queued line into the buffer, then
-    // flushes: under load one write(2) carries many lines.
-    let (writer, guard) = queued(
-        std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-        QUEUED_LINES,
-    );
-    let dropped = writer.error_counter();
+    let (writer, guard) = LineWriter::start(std::io::stdout(), QUEUED_LINES)
+        .map_err(|error| anyhow::anyhow!("cannot start the log's writer thread: {error}"))?;
     let installed_writer = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -87,24 +82,14 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<LogGuard> {
             .try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("installing the logger failed: {error}"))?;
-    let _ = INSTALLED.set(installed_writer);
-    report_drops(dropped);
+    let _ = INSTALLED.set(installed_writer.clone());
+    report_drops(installed_writer);
     Ok(LogGuard { writer: guard })
-}
-
-/// A writer thread in front of `sink`, queueing at most `limit` lines and
-/// dropping (and counting) the rest rather than making the caller wait.
-fn queued<W: Write + Send + 'static>(sink: W, limit: usize) -> (NonBlocking, WorkerGuard) {
-    NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(limit)
-        .thread_name("log-writer")
-        .finish(sink)
 }
 
 /// Warns, from a thread of its own, whenever lines were dropped since the
 /// last look.
-fn report_drops(dropped: ErrorCounter) {
+fn report_drops(dropped: LineWriter) {
     let spawned = std::thread::Builder::new()
         .name("log-drops".to_owned())
         .spawn(move || {
@@ -124,64 +109,5 @@ fn report_drops(dropped: ErrorCounter) {
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start the thread that reports dropped log lines");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-    use std::time::Instant;
-
-    use super::*;
-
-    /// A sink that blocks every write until the test lets it go: a log
-    /// consumer that stopped reading.
-    #[derive(Clone)]
-    struct Stalled(Arc<Mutex<()>>);
-
-    impl Write for Stalled {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let _held = self.0.lock().expect("not poisoned");
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_stalled_log_consumer_costs_a_writer_nothing_and_the_drops_are_counted() {
-        let stall = Arc::new(Mutex::new(()));
-        let held = stall.lock().expect("not poisoned");
-        let (mut writer, guard) = queued(Stalled(Arc::clone(&stall)), 100);
-
-        let dropped = writer.error_counter();
-        let (done, finished) = std::sync::mpsc::channel();
-        let started = Instant::now();
-        std::thread::spawn(move || {
-            for line in 0..10_000 {
-                writer
-                    .write_all(format!("line {line}\n").as_bytes())
-                    .expect("a write never fails");
-            }
-            let _ = done.send(());
-        });
-
-        let wrote = finished.recv_timeout(Duration::from_secs(5));
-        drop(held);
-
-        assert!(
-            wrote.is_ok(),
-            "10,000 lines into a stalled sink were still being written after {:?}: a \
-             writer waited for the log",
-            started.elapsed()
-        );
-        let dropped = dropped.dropped_lines();
-        assert!(
-            (9_000..10_000).contains(&dropped),
-            "{dropped} of 10,000 lines dropped with room for 100 queued"
-        );
-        drop(guard);
     }
 }

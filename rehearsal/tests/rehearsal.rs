@@ -37,6 +37,11 @@ use testkit::network::Vpc;
 use testkit::paths::target_dir;
 use testkit::progress::{status, step};
 
+/// Longest a request line may take to reach an app's log: the log is
+/// written in batches, at most 20 ms apart; the rest is slack for a busy
+/// machine.
+const LOG_LAG: Duration = Duration::from_secs(5);
+
 /// Writers posting through the load balancer during the rollout.
 const WRITERS: usize = 4;
 
@@ -228,6 +233,9 @@ const METRICS_FILE: &str = "/var/log/notes-eb/metrics.log";
 /// Follows the newest stored write from the load balancer's access log to
 /// the app's log: the `Root` of the `X-Amzn-Trace-Id` the load balancer
 /// sent, as 32 hex digits, is the `trace_id` of the app's request line.
+/// The app writes its log in batches (`api/src/telemetry/writer.rs`, at most
+/// 20 ms behind), so the line is looked for until [`LOG_LAG`] passes, as a
+/// log shipper would pick it up later.
 fn follow_a_request(lb: &LoadBalancer) -> anyhow::Result<()> {
     let entry = lb
         .access_log()
@@ -243,7 +251,38 @@ fn follow_a_request(lb: &LoadBalancer) -> anyhow::Result<()> {
     let trace = root.replace('-', "");
     let logs = target_dir().join("rehearse/logs");
     let mut lines = 0;
-    for file in std::fs::read_dir(&logs).with_context(|| format!("reading {}", logs.display()))? {
+    let mut found = None;
+    let waited = testkit::wait::wait_until(
+        "the POST's request line in the apps' logs",
+        LOG_LAG,
+        || -> anyhow::Result<bool> {
+            (lines, found) = request_line(&logs, &trace)?;
+            Ok(found.is_some())
+        },
+    );
+    match (waited, found) {
+        (Ok(after), Some(file)) => {
+            status(&format!(
+                "followed POST /data from the load balancer's log (X-Amzn-Trace-Id {}) to \
+                 {file}'s request line (trace_id {trace}), written {after:?} after the answer \
+                 was read",
+                entry.trace_id
+            ));
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "the load balancer logged POST /data with X-Amzn-Trace-Id {}, but within {LOG_LAG:?} \
+             none of the {lines} lines of the apps' logs is its request line with trace_id {trace}",
+            entry.trace_id
+        ),
+    }
+}
+
+/// How many lines the apps' logs under `logs` hold, and the name of the
+/// one that holds the request line with `trace`, if any does.
+fn request_line(logs: &Path, trace: &str) -> anyhow::Result<(usize, Option<String>)> {
+    let mut lines = 0;
+    for file in std::fs::read_dir(logs).with_context(|| format!("reading {}", logs.display()))? {
         let path = file?.path();
         if !path.to_string_lossy().ends_with("-web.stdout.log") {
             continue;
@@ -253,25 +292,17 @@ fn follow_a_request(lb: &LoadBalancer) -> anyhow::Result<()> {
             let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            if line["trace_id"] == trace.as_str()
+            if line["trace_id"] == trace
                 && line["message"] == "request"
                 && line["path"] == "/data"
                 && line["status"] == 201
             {
-                status(&format!(
-                    "followed POST /data from the load balancer's log (X-Amzn-Trace-Id {}) to {}'s request line (trace_id {trace})",
-                    entry.trace_id,
-                    path.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                return Ok(());
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                return Ok((lines, Some(name.into_owned())));
             }
         }
     }
-    anyhow::bail!(
-        "the load balancer logged POST /data with X-Amzn-Trace-Id {}, but none of the {lines} lines \
-         of the apps' logs is its request line with trace_id {trace}",
-        entry.trace_id
-    )
+    Ok((lines, None))
 }
 
 /// The versions of the repository's migrations, which the bundle's binary

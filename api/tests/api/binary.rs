@@ -152,6 +152,7 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
         std::process::id(),
         pool.connect_options().get_database().unwrap_or_default()
     ));
+    let log_file = log.clone();
     let mut server =
         tokio::task::spawn_blocking(move || ApiServer::start(&mut command, &log, HANG))
             .await
@@ -173,10 +174,18 @@ async fn serve_migrates_answers_and_stops_cleanly_on_sigterm(pool: PgPool) {
     assert_eq!(response.status, 200, "{response:?}");
     assert!(exit.success(), "{exit}");
     assert!(log.contains("stopped"), "{log}");
+    // Written out at exit: the log's writer holds lines for up to 20 ms,
+    // and SIGTERM came right after the answer.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("request") && line.contains("/data") && line.contains("200")),
+        "no request line for the GET /data answered before SIGTERM: {log}"
+    );
     assert!(!log.contains(&password), "the password leaked: {log}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM data")
         .fetch_one(&pool)
         .await
         .expect("migrated on start");
     assert_eq!(rows, 0);
+    let _ = std::fs::remove_file(log_file);
 }
