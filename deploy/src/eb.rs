@@ -17,6 +17,7 @@ use aws_sdk_elasticbeanstalk::types::{
 use ops::progress::Progress;
 use ops::wait::{self, Look};
 
+use crate::arch::Arch;
 use crate::target::Target;
 use crate::timing::Timing;
 
@@ -77,6 +78,9 @@ pub struct NewEnvironment {
     pub option_settings: Vec<OptionSetting>,
     /// Subdomain of the environment's URL; `None` lets Elastic Beanstalk choose.
     pub cname_prefix: Option<String>,
+    /// The architecture of the bundle's `api`, which every instance type
+    /// must have.
+    pub arch: Arch,
 }
 
 /// The flags (and `DEPLOY_*` variables) a new environment is made from.
@@ -109,9 +113,10 @@ pub struct EnvironmentFlags {
     /// InstanceSecurityGroup: the one the database admits).
     #[arg(long, env = "DEPLOY_INSTANCE_SECURITY_GROUP")]
     pub instance_security_group: Option<String>,
-    /// New environment: instance type (x86_64: the binary is x86_64).
-    #[arg(long, env = "DEPLOY_INSTANCE_TYPE", default_value = "t3.small")]
-    pub instance_type: String,
+    /// New environment: instance type, of the bundle's architecture
+    /// (default: t3.small for an x86_64 `api`, t4g.small for an arm64 one).
+    #[arg(long, env = "DEPLOY_INSTANCE_TYPE")]
+    pub instance_type: Option<String>,
     /// New environment: ACM certificate ARN for an HTTPS listener on 443
     /// (TLS 1.3 policy). Unset: HTTP on 80 only.
     #[arg(long, env = "DEPLOY_CERTIFICATE_ARN")]
@@ -143,13 +148,16 @@ pub struct EnvironmentFlags {
 
 impl NewEnvironment {
     /// A load-balanced environment (application load balancer, 2 to 4
-    /// instances, IMDSv2 only) with the flags' settings, then `--option`s.
-    pub fn from_flags(flags: &EnvironmentFlags) -> NewEnvironment {
+    /// instances, IMDSv2 only) for a bundle of `arch`, with the flags'
+    /// settings, then `--option`s.
+    pub fn from_flags(flags: &EnvironmentFlags, arch: Arch) -> NewEnvironment {
         let set = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+        let instance_type =
+            set(&flags.instance_type).unwrap_or_else(|| arch.default_instance_type().to_owned());
         let mut settings = vec![
             OptionSetting::new(ENVIRONMENT, "EnvironmentType", "LoadBalanced"),
             OptionSetting::new(ENVIRONMENT, "LoadBalancerType", "application"),
-            OptionSetting::new("aws:ec2:instances", "InstanceTypes", &flags.instance_type),
+            OptionSetting::new(INSTANCES, "InstanceTypes", instance_type),
             OptionSetting::new("aws:autoscaling:asg", "MinSize", "2"),
             OptionSetting::new("aws:autoscaling:asg", "MaxSize", "4"),
             // Scale on CPU, which this service spends per request (HTTP,
@@ -198,6 +206,7 @@ impl NewEnvironment {
             solution_stack: set(&flags.solution_stack),
             option_settings: settings,
             cname_prefix: set(&flags.cname_prefix),
+            arch,
         }
     }
 
@@ -317,11 +326,40 @@ impl NewEnvironment {
                 missing.join(", ")
             );
         }
+        self.check_architecture()
+    }
+
+    /// Refuses instance types that cannot run the bundle's `api`: Elastic
+    /// Beanstalk would create the environment and fail on its first
+    /// instance, and an environment's architecture cannot be changed
+    /// after it is created.
+    pub fn check_architecture(&self) -> anyhow::Result<()> {
+        let types = self.option(INSTANCES, "InstanceTypes").unwrap_or_default();
+        let wrong: Vec<&str> = types
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty() && Arch::of_instance_type(name) != self.arch)
+            .collect();
+        if !wrong.is_empty() {
+            bail!(
+                "the bundle's `api` is built for {}, and {} would not run it: give \
+                 --instance-type an {} type such as {}",
+                self.arch,
+                wrong
+                    .iter()
+                    .map(|name| format!("{name} ({})", Arch::of_instance_type(name)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.arch,
+                self.arch.default_instance_type()
+            );
+        }
         Ok(())
     }
 }
 
 /// Option namespaces.
+const INSTANCES: &str = "aws:ec2:instances";
 const LAUNCH: &str = "aws:autoscaling:launchconfiguration";
 const ENVIRONMENT: &str = "aws:elasticbeanstalk:environment";
 const VPC: &str = "aws:ec2:vpc";
@@ -856,14 +894,56 @@ mod tests {
     use super::*;
 
     fn with_options(options: &[(&str, &str, &str)]) -> NewEnvironment {
-        NewEnvironment::from_flags(&EnvironmentFlags {
-            instance_type: "t3.small".to_owned(),
-            options: options
-                .iter()
-                .map(|&(namespace, name, value)| OptionSetting::new(namespace, name, value))
-                .collect(),
-            ..EnvironmentFlags::default()
-        })
+        NewEnvironment::from_flags(
+            &EnvironmentFlags {
+                options: options
+                    .iter()
+                    .map(|&(namespace, name, value)| OptionSetting::new(namespace, name, value))
+                    .collect(),
+                ..EnvironmentFlags::default()
+            },
+            Arch::X86_64,
+        )
+    }
+
+    #[test]
+    fn instance_types_follow_the_bundle_and_a_mismatch_is_refused() {
+        let for_arch = |arch: Arch, instance_type: Option<&str>, options: &[&str]| {
+            NewEnvironment::from_flags(
+                &EnvironmentFlags {
+                    instance_type: instance_type.map(str::to_owned),
+                    options: options.iter().map(|o| o.parse().expect("parses")).collect(),
+                    ..EnvironmentFlags::default()
+                },
+                arch,
+            )
+        };
+        let x86 = for_arch(Arch::X86_64, None, &[]);
+        assert_eq!(x86.option(INSTANCES, "InstanceTypes"), Some("t3.small"));
+        x86.check_architecture().expect("the default fits");
+        let arm = for_arch(Arch::Arm64, Some(""), &[]);
+        assert_eq!(arm.option(INSTANCES, "InstanceTypes"), Some("t4g.small"));
+        arm.check_architecture().expect("the default fits");
+
+        let refused = for_arch(Arch::X86_64, Some("t4g.small"), &[])
+            .check_architecture()
+            .expect_err("a Graviton type for an x86_64 binary")
+            .to_string();
+        assert!(
+            refused.contains("built for x86_64, and t4g.small (arm64) would not run it"),
+            "{refused}"
+        );
+        assert!(refused.contains("such as t3.small"), "{refused}");
+        let refused = for_arch(
+            Arch::Arm64,
+            None,
+            &["aws:ec2:instances:InstanceTypes=t4g.small, m7i.large"],
+        )
+        .check_architecture()
+        .expect_err("one x86_64 type in the list")
+        .to_string();
+        assert!(refused.contains("m7i.large (x86_64)"), "{refused}");
+        assert!(!refused.contains("t4g.small ("), "{refused}");
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! master secret taken away from the instances, the web ACL kept on the
 //! load balancer.
 //!
-//! The program provisions with [`provision`]; a [`Deployer`](deployer::Deployer)
+//! The program reads the bundle's architecture with [`arch`] (a new
+//! environment's instance types must match it), provisions with
+//! [`provision`]; a [`Deployer`](deployer::Deployer)
 //! runs the rest over [`upload`] (S3), [`eb`] (Elastic Beanstalk) and
 //! [`smoke`] (the smoke test), for a [`target`] with a [`timing`], on the
 //! AWS clients that [`clients`] configures.
 
 pub mod afterwards;
+pub mod arch;
 pub mod clients;
 pub mod deployer;
 pub mod eb;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use deploy::arch::Arch;
 use deploy::deployer::{Deployed, Deployer};
 use deploy::eb::{EnvironmentFlags, NewEnvironment};
 use deploy::target::Target;
@@ -114,7 +115,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         environment: cli.environment.clone(),
         bucket: cli.bucket.clone(),
     };
-    let mut new_environment = NewEnvironment::from_flags(&cli.environment_flags);
+    // Read before any AWS call: a bundle that is not one, or instance
+    // types that cannot run it, stop here.
+    let arch = Arch::of_bundle(&cli.bundle)?;
+    let mut new_environment = NewEnvironment::from_flags(&cli.environment_flags, arch);
+    new_environment.check_architecture()?;
     let (eb, s3) = deploy::clients::aws_clients().await?;
     let deployer = Deployer {
         eb,
@@ -128,9 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     if cli.dry_run {
-        deployer
-            .progress
-            .say(&format!("dry run: nothing is changed; version {label}"));
+        deployer.progress.say(&format!(
+            "dry run: nothing is changed; version {label}, for {arch} instances"
+        ));
         if !cli.skip_provision {
             match deploy::provision::status(&cli.api)? {
                 Some(report) => {

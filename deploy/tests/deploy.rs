@@ -25,6 +25,7 @@ use aws_sdk_elasticbeanstalk::types::{
 };
 use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use deploy::arch::Arch;
 use deploy::deployer::Deployer;
 use deploy::eb::{EnvironmentFlags, NewEnvironment, OptionSetting};
 use deploy::target::Target;
@@ -779,7 +780,7 @@ fn flags_make_the_option_settings_and_empty_values_count_as_unset() {
         instance_profile: Some("notes-instance".to_owned()),
         service_role: Some(String::new()),
         vpc_id: Some("vpc-1".to_owned()),
-        instance_type: "t3.small".to_owned(),
+        instance_type: Some("t3.small".to_owned()),
         rds_instance_id: Some("notes-db".to_owned()),
         solution_stack: Some(String::new()),
         options: vec![
@@ -790,7 +791,7 @@ fn flags_make_the_option_settings_and_empty_values_count_as_unset() {
         ..EnvironmentFlags::default()
     };
 
-    let new = NewEnvironment::from_flags(&flags);
+    let new = NewEnvironment::from_flags(&flags, Arch::X86_64);
 
     let find = |name: &str| {
         new.option_settings

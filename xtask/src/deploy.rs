@@ -57,7 +57,7 @@ pub(crate) fn dry_run_against_moto() -> anyhow::Result<()> {
     aws(&mut create_bucket);
     run(&mut create_bucket).context("creating the bucket in moto")?;
 
-    let dry_run = |expected: &[&str]| -> anyhow::Result<()> {
+    let dry_run_command = || -> anyhow::Result<Command> {
         let mut command = deploy_program()?;
         command
             .args(["--dry-run", "--bucket", BUCKET, "--api"])
@@ -71,7 +71,12 @@ pub(crate) fn dry_run_against_moto() -> anyhow::Result<()> {
             .args(["--elb-subnets", "subnet-0c,subnet-0d"])
             .args(["--instance-security-group", "sg-0instances"]);
         aws(&mut command);
-        let output = command.output().context("running deploy --dry-run")?;
+        Ok(command)
+    };
+    let dry_run = |expected: &[&str]| -> anyhow::Result<()> {
+        let output = dry_run_command()?
+            .output()
+            .context("running deploy --dry-run")?;
         let printed = String::from_utf8_lossy(&output.stdout);
         eprint!("{}{printed}", String::from_utf8_lossy(&output.stderr));
         if !output.status.success() {
@@ -96,7 +101,19 @@ pub(crate) fn dry_run_against_moto() -> anyhow::Result<()> {
         "aws:ec2:vpc:Subnets=subnet-0a,subnet-0b",
         "aws:autoscaling:launchconfiguration:SecurityGroups=sg-0instances",
         "aws:elasticbeanstalk:application:environment:APP_RDS__INSTANCE_ID=notes-db",
+        "aws:ec2:instances:InstanceTypes=t3.small",
     ])?;
+    step("deploy dry run against moto: Graviton instances for an x86_64 bundle");
+    let output = dry_run_command()?
+        .args(["--instance-type", "t4g.small"])
+        .output()
+        .context("running deploy --dry-run")?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && said.contains("t4g.small (arm64) would not run it"),
+        "deploy --dry-run accepted t4g.small for an x86_64 bundle ({}):\n{said}",
+        output.status
+    );
     step("deploy dry run against moto: after `api db provision` there");
     let mut provision = Command::new(&api);
     provision.args(["db", "provision", "--json"]);
