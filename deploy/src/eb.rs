@@ -326,30 +326,31 @@ impl NewEnvironment {
                 missing.join(", ")
             );
         }
-        self.check_architecture()
+        Ok(())
     }
 
     /// Refuses instance types that cannot run the bundle's `api`: Elastic
     /// Beanstalk would create the environment and fail on its first
     /// instance, and an environment's architecture cannot be changed
-    /// after it is created.
+    /// after it is created. The deploy program calls it before any AWS
+    /// call, so that a wrong type leaves no new database behind.
     pub fn check_architecture(&self) -> anyhow::Result<()> {
         let types = self.option(INSTANCES, "InstanceTypes").unwrap_or_default();
-        let wrong: Vec<&str> = types
+        let wrong: Vec<String> = types
             .split(',')
             .map(str::trim)
-            .filter(|name| !name.is_empty() && Arch::of_instance_type(name) != self.arch)
+            .filter(|name| !name.is_empty())
+            .filter_map(|name| {
+                let arch = Arch::of_instance_type(name);
+                (arch != self.arch).then(|| format!("{name} ({arch})"))
+            })
             .collect();
         if !wrong.is_empty() {
             bail!(
                 "the bundle's `api` is built for {}, and {} would not run it: give \
                  --instance-type an {} type such as {}",
                 self.arch,
-                wrong
-                    .iter()
-                    .map(|name| format!("{name} ({})", Arch::of_instance_type(name)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                wrong.join(", "),
                 self.arch,
                 self.arch.default_instance_type()
             );
